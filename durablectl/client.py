@@ -1,0 +1,198 @@
+"""``DurableClient`` and ``DurableOperator``: synchronous, store-only access for any process that
+starts, signals and inspects executions without running them (a web app, a script, the CLI)."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from durablectl import codec
+from durablectl.clock import Clock, SystemClock, seconds_of
+from durablectl.definitions import Registry, Signal, Workflow
+from durablectl.errors import (
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionNotFound,
+    WaitTimedOut,
+    WorkflowNotFound,
+)
+from durablectl.model import Execution, ExecutionDetail, WorkerInfo
+from durablectl.store.base import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RETRY_BACKOFF = 2.0
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def resolve_workflow(store: Store, registry: Registry | None,
+                     ref: Workflow | str) -> tuple[str, Workflow | None, bool]:
+    """An id or alias -> (concrete id, definition if loaded here, whether it is known at all).
+
+    Known means loaded in this process or recorded by any worker in the database. When no worker
+    has recorded anything yet, an unknown id is accepted and waits for a worker."""
+    local = registry.resolve(ref) if registry is not None else None
+    if local is not None:
+        return local.id, local, True
+    if isinstance(ref, Workflow):
+        return ref.id, ref, True
+    recorded = store.known_workflows()
+    if ref in recorded:
+        return ref, None, True
+    for workflow_id, alias in recorded.items():
+        if alias == ref:
+            return workflow_id, None, True
+    if recorded or (registry is not None and registry.ids()):
+        known = list(recorded) + (registry.ids() if registry is not None else [])
+        raise WorkflowNotFound(ref, sorted(set(known)))
+    return ref, None, False
+
+
+def start_arguments(
+    store: Store, registry: Registry | None, ref: Workflow | str, input: Any, *,
+    clock: Clock, idempotency_key: str | None, timeout: float | timedelta | None,
+    max_attempts: int | None, max_payload_bytes: int,
+) -> tuple[dict[str, Any], bool]:
+    """The arguments of ``store.create_execution`` for a start call, and whether the workflow is
+    known (False: no worker has recorded any workflow yet)."""
+    workflow_id, definition, known = resolve_workflow(store, registry, ref)
+    input_json = codec.encode(input, what=f"the input of workflow {workflow_id!r}",
+                              max_bytes=max_payload_bytes)
+    now = clock.timestamp()
+    timeout_s = seconds_of(timeout) if timeout is not None else (
+        definition.timeout if definition is not None else None)
+    attempts = max_attempts or (definition.max_attempts if definition else DEFAULT_MAX_ATTEMPTS)
+    backoff = definition.retry_backoff if definition else DEFAULT_RETRY_BACKOFF
+    if attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    return {
+        "execution_id": new_execution_id(), "workflow_id": workflow_id,
+        "input_json": input_json, "max_attempts": attempts, "retry_backoff": backoff,
+        "now": now, "deadline": None if timeout_s is None else now + timeout_s,
+        "idempotency_key": idempotency_key,
+    }, known
+
+
+def outcome_of(execution: Execution) -> Any:
+    """The result of a finished execution, or the error that says how it ended."""
+    if execution.status == "completed":
+        return execution.result
+    if execution.status == "cancelled":
+        raise ExecutionCancelled(execution.execution_id, execution.status_reason)
+    raise ExecutionFailed(execution.execution_id, execution.error, execution.status)
+
+
+def signal_id_of(signal: Signal | str) -> str:
+    return signal.id if isinstance(signal, Signal) else str(signal)
+
+
+class DurableClient:
+    """Start, signal, cancel, wait on and inspect executions; runs nothing itself."""
+
+    def __init__(self, store: Store, *, max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.max_payload_bytes = max_payload_bytes
+        self.clock: Clock = clock or SystemClock()
+
+    def live_workers(self) -> list[WorkerInfo]:
+        return self.store.live_workers()
+
+    def _warn_without_workers(self, what: str) -> None:
+        if not self.store.live_workers():
+            warnings.warn(f"{what}; no worker is running, so it waits until a daemon or a "
+                          "DurableService runs", stacklevel=3)
+
+    def start_execution(self, workflow: Workflow | str, input: Any = None, *,
+                        idempotency_key: str | None = None,
+                        timeout: float | timedelta | None = None,
+                        max_attempts: int | None = None) -> str:
+        arguments, _known = start_arguments(
+            self.store, None, workflow, input, clock=self.clock, idempotency_key=idempotency_key,
+            timeout=timeout, max_attempts=max_attempts,
+            max_payload_bytes=self.max_payload_bytes)
+        execution_id, _created = self.store.create_execution(**arguments)
+        self._warn_without_workers(f"execution {execution_id} is stored")
+        return execution_id
+
+    def signal(self, execution_id: str, signal: Signal | str, payload: Any = None) -> int:
+        signal_id = signal_id_of(signal)
+        text = codec.encode(payload, what=f"the payload of signal {signal_id!r}",
+                            max_bytes=self.max_payload_bytes)
+        seq = self.store.append_signal(execution_id=execution_id, signal_id=signal_id,
+                                       payload_json=text, now=self.clock.timestamp())
+        self._warn_without_workers(f"signal {signal_id} is stored")
+        return seq
+
+    def cancel_execution(self, execution_id: str, reason: str | None = None) -> Execution:
+        return self.store.cancel_execution(execution_id, reason=reason,
+                                           now=self.clock.timestamp())
+
+    def get_execution(self, execution_id: str) -> Execution | None:
+        return self.store.get_execution(execution_id)
+
+    def list_executions(self, *, status: str | Sequence[str] | None = None,
+                        workflow: str | None = None, limit: int = 100,
+                        offset: int = 0) -> list[Execution]:
+        return self.store.list_executions(status=status, workflow=workflow, limit=limit,
+                                          offset=offset)
+
+    def wait(self, execution_id: str, timeout: float | timedelta | None = None) -> Any:
+        """Block until the execution finishes; polls with a short, growing interval."""
+        limit = None if timeout is None else seconds_of(timeout)
+        started = time.monotonic()
+        interval = 0.01
+        while True:
+            execution = self.store.get_execution(execution_id)
+            if execution is None:
+                raise ExecutionNotFound(execution_id)
+            if not execution.is_active:
+                return outcome_of(execution)
+            if limit is not None and time.monotonic() - started >= limit:
+                raise WaitTimedOut(execution_id, limit, execution.status)
+            pause = interval if limit is None else min(
+                interval, max(0.0, limit - (time.monotonic() - started)))
+            time.sleep(pause)
+            interval = min(interval * 1.5, 0.25)
+
+    def recover(self) -> int:
+        """Free the executions of workers that are gone, so a live worker takes them."""
+        return self.store.reap_dead_workers(real_now=time.time())
+
+
+class DurableOperator:
+    """Inspection (and, with the operator issue, repair) of executions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get_execution_detail(self, execution_id: str) -> ExecutionDetail:
+        execution = self.store.get_execution(execution_id)
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        return ExecutionDetail(execution=execution,
+                               steps=self.store.list_step_results(execution_id),
+                               audit=self.store.list_audit_entries(execution_id))
+
+    def list_executions(self, *, status: str | Sequence[str] | None = None,
+                        workflow: str | None = None, limit: int = 100,
+                        offset: int = 0) -> list[Execution]:
+        return self.store.list_executions(status=status, workflow=workflow, limit=limit,
+                                          offset=offset)
+
+    @staticmethod
+    def default_actor() -> str:
+        try:
+            return getpass.getuser()
+        except Exception:
+            return "unknown"

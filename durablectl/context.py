@@ -1,0 +1,461 @@
+"""``ctx``: every durable call either returns what history holds, or runs and records, or parks.
+
+A run starts from a history loaded in one query. A call whose id is in it returns the stored value
+without I/O; otherwise it does the work and records the outcome before returning. A call that
+cannot finish now (a sleep not yet due, a wait with nothing buffered) notes what it waits for and
+raises :class:`Suspend`, a ``BaseException`` so a user's ``except Exception`` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import traceback
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from durablectl import codec
+from durablectl.clock import Clock, seconds_of
+from durablectl.definitions import Branch, Event, Signal
+from durablectl.errors import (
+    DurableError,
+    ExecutionCancelled,
+    ExecutionFailed,
+    LeaseLost,
+    NonDeterminismError,
+    PayloadError,
+    StepFailed,
+    StepIdError,
+)
+from durablectl.model import ErrorInfo, SignalResult, StepRecord
+from durablectl.store.base import History, NewTimer, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RESERVED_PREFIXES = ("__", "rollback:")
+STEP_RETRY_BASE_SECONDS = 0.1  # in-process step retries wait 0.1 s x 2^(n-1) ...
+STEP_RETRY_MAX_SECONDS = 10.0  # ... capped; longer waits are what max_attempts is for
+IMPLICIT_POLICIES = ("allow", "warn", "error")
+
+
+class Suspend(BaseException):
+    """Raised by a durable call that must wait; the engine parks the execution."""
+
+
+class Abort(BaseException):
+    """The run must stop without touching the execution: it was cancelled, timed out, failed
+    elsewhere, or this worker lost its lease."""
+
+    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+class CompensationFailed(BaseException):
+    """A compensation raised: the run ends at once, ``compensation_failed``; not catchable."""
+
+    def __init__(self, step_id: str, error: ErrorInfo) -> None:
+        super().__init__(f"compensation {step_id!r} failed: {error.type}: {error.message}")
+        self.step_id = step_id
+        self.error = error
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=text)
+
+
+@dataclass
+class RunEnv:
+    """What a run needs from the service that runs it (shared by all its runs)."""
+
+    store: Store
+    clock: Clock
+    worker_id: str
+    executor: Executor
+    audit: bool = True
+    implicit_step_ids: str = "allow"
+    max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES
+    publish: Callable[[Event, Any], None] = lambda event, payload: None
+    warned_implicit: set[str] = field(default_factory=set)
+
+
+async def call_user(fn: Callable[..., Any], executor: Executor, *args: Any) -> Any:
+    """Run user code: async callables on the loop, sync ones in a thread (so they never block
+    the loop); a sync callable that returns an awaitable has it awaited."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    loop = asyncio.get_running_loop()
+    value = await loop.run_in_executor(executor, lambda: fn(*args))
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+class StepBuilder:
+    """``ctx.step(id)`` and ``ctx.step(id, fn)``: awaitable; ``.up(fn).down(comp)`` registers a
+    compensation for ``rollback``."""
+
+    def __init__(self, ctx: WorkflowContext, step_id: str, fn: Callable[[], Any] | None,
+                 retries: int, timeout: float | timedelta | None) -> None:
+        self._ctx = ctx
+        self._step_id = step_id
+        self._fn = fn
+        self._down: Callable[[Any], Any] | None = None
+        self._retries = retries
+        self._timeout = timeout
+
+    def up(self, fn: Callable[[], Any]) -> StepBuilder:
+        self._fn = fn
+        return self
+
+    def down(self, compensation: Callable[[Any], Any]) -> StepBuilder:
+        self._down = compensation
+        return self
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._fn is None:
+            raise TypeError(f"step {self._step_id!r}: give it a function, or call .up(fn) "
+                            "before awaiting it")
+        timeout = None if self._timeout is None else seconds_of(self._timeout)
+        return self._ctx._step(self._step_id, self._fn, self._retries, timeout,
+                               self._down).__await__()
+
+
+class WorkflowContext:
+    """The ``ctx`` a workflow function receives; every method is replay-safe."""
+
+    def __init__(self, env: RunEnv, *, execution_id: str, workflow_id: str, attempt: int,
+                 history: History) -> None:
+        self.execution_id = execution_id
+        self.workflow_id = workflow_id
+        self.attempt = attempt
+        self._env = env
+        self._history = history
+        self._seen: set[str] = set()
+        self._counters: dict[str, int] = {}
+        self._compensations: list[tuple[str, Callable[[Any], Any], Any]] = []
+        self._compensated: set[str] = set()
+        self.park_requests: list[NewTimer] = []
+        self.fatal: BaseException | None = None
+        self.abort: Abort | None = None
+        self.closed = False
+        self.cancel_requested = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # bookkeeping -----------------------------------------------------------------------------
+    def _fail_fatal(self, exc: DurableError) -> DurableError:
+        """Errors no retry can fix fail the execution even if the workflow catches them."""
+        if self.fatal is None:
+            self.fatal = exc
+        return exc
+
+    def _enter(self, step_id: str, kind: str) -> StepRecord | None:
+        if self.closed:
+            raise Suspend()
+        if self.cancel_requested:
+            raise self._abort(Abort("cancelled"))
+        if step_id in self._seen:
+            raise self._fail_fatal(StepIdError(
+                f"duplicate step id {step_id!r} in one run of workflow {self.workflow_id!r}"))
+        self._seen.add(step_id)
+        stored = self._history.steps.get(step_id)
+        if stored is not None and stored.kind != kind:
+            raise self._fail_fatal(NonDeterminismError(step_id, stored.kind, kind))
+        return stored
+
+    def _abort(self, abort: Abort) -> Abort:
+        if self.abort is None:
+            self.abort = abort
+        return abort
+
+    def _check_user_id(self, step_id: str) -> None:
+        if not isinstance(step_id, str) or not step_id:
+            raise self._fail_fatal(StepIdError("a step id must be a non-empty string"))
+        if step_id.startswith(RESERVED_PREFIXES):
+            raise self._fail_fatal(StepIdError(
+                f"step id {step_id!r} is reserved: ids may not start with '__' or 'rollback:'"))
+
+    def _implicit(self, kind: str, key: str) -> str:
+        policy = self._env.implicit_step_ids
+        if policy == "error":
+            raise self._fail_fatal(StepIdError(
+                f"{kind} without a step_id in workflow {self.workflow_id!r}: the "
+                "implicit_step_ids policy is 'error'; pass step_id=..."))
+        if policy == "warn" and kind not in self._env.warned_implicit:
+            self._env.warned_implicit.add(kind)
+            log.warning("workflow %s: %s without a step_id gets an id from call order; "
+                        "pass step_id=... so edits cannot shift history", self.workflow_id, kind)
+        number = self._counters.get(key, 0)
+        self._counters[key] = number + 1
+        return f"{key}:{number}"
+
+    async def _write(self, method: Callable[..., T], /, **kwargs: Any) -> T:
+        try:
+            return await asyncio.wrap_future(self._env.store.submit(method, **kwargs))
+        except (LeaseLost, ExecutionCancelled, ExecutionFailed) as exc:
+            raise self._abort(Abort(str(exc), exc)) from exc
+        except DurableError as exc:
+            if isinstance(exc, PayloadError):
+                raise self._fail_fatal(exc) from exc
+            raise self._abort(Abort(f"storage: {exc}", exc)) from exc
+
+    def _encode(self, value: Any, what: str, step_id: str) -> tuple[str, Any]:
+        try:
+            return codec.round_trip(value, what=what, step_id=step_id,
+                                    max_bytes=self._env.max_payload_bytes)
+        except PayloadError as exc:
+            raise self._fail_fatal(exc) from exc
+
+    async def _record(self, step_id: str, kind: str, result_json: str | None, *,
+                      error: ErrorInfo | None = None, started_at: float | None = None,
+                      audit_entries: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        now = self._env.clock.timestamp()
+        await self._write(
+            self._env.store.record_step, execution_id=self.execution_id,
+            worker_id=self._env.worker_id, step_id=step_id, kind=kind, result_json=result_json,
+            error=error, attempt=self.attempt,
+            started_at=now if started_at is None else started_at, completed_at=now, now=now,
+            audit_entries=audit_entries, audit=self._env.audit,
+        )
+
+    async def drain(self) -> None:
+        """Wait until every step already started has finished and stored its result."""
+        while self._inflight:
+            await self._idle.wait()
+
+    def _begin(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    # steps -----------------------------------------------------------------------------------
+    def step(self, step_id: str, fn: Callable[[], Any] | None = None, *, retries: int = 0,
+             timeout: float | timedelta | None = None) -> StepBuilder:
+        """Run ``fn`` once and store its JSON result; replay returns the stored result."""
+        return StepBuilder(self, step_id, fn, retries, timeout)
+
+    async def _step(self, step_id: str, fn: Callable[[], Any], retries: int,
+                    timeout: float | None, down: Callable[[Any], Any] | None) -> Any:
+        self._check_user_id(step_id)
+        stored = self._enter(step_id, "step")
+        if stored is not None:
+            if stored.error is None:
+                self._register(step_id, down, stored.result)
+                return stored.result
+            if stored.attempt == self.attempt:
+                raise StepFailed(step_id, stored.error.type, stored.error.message)
+        self._begin()
+        try:
+            started = self._env.clock.timestamp()
+            failure: BaseException | None = None
+            for attempt_number in range(retries + 1):
+                try:
+                    value = await self._attempt(step_id, fn, timeout)
+                except Exception as exc:
+                    failure = exc
+                    if attempt_number < retries:
+                        delay = min(STEP_RETRY_BASE_SECONDS * 2 ** attempt_number,
+                                    STEP_RETRY_MAX_SECONDS)
+                        log.info("execution %s step %s attempt %d failed (%s); retrying in %.1fs",
+                                 self.execution_id, step_id, attempt_number + 1, exc, delay)
+                        await asyncio.sleep(delay)
+                    continue
+                text, decoded = self._encode(value, f"the result of step {step_id!r}", step_id)
+                duration = (self._env.clock.timestamp() - started) * 1000.0
+                await self._record(step_id, "step", text, started_at=started, audit_entries=[
+                    ("step_completed", {"step_id": step_id, "duration_ms": round(duration, 3),
+                                        "internal": False})])
+                self._register(step_id, down, decoded)
+                return decoded
+            assert failure is not None
+            info = error_info(failure)
+            await self._record(step_id, "step", None, error=info, started_at=started,
+                               audit_entries=[("step_completed", {
+                                   "step_id": step_id, "internal": False, "error": info.type,
+                                   "duration_ms": round(
+                                       (self._env.clock.timestamp() - started) * 1000.0, 3)})])
+            raise StepFailed(step_id, info.type, info.message) from failure
+        finally:
+            self._end()
+
+    async def _attempt(self, step_id: str, fn: Callable[[], Any], timeout: float | None) -> Any:
+        if timeout is None:
+            return await call_user(fn, self._env.executor)
+        try:
+            return await asyncio.wait_for(call_user(fn, self._env.executor), timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"step {step_id!r} timed out after {timeout:g}s") from exc
+
+    def _register(self, step_id: str, down: Callable[[Any], Any] | None, result: Any) -> None:
+        if down is not None:
+            self._compensations.append((step_id, down, result))
+
+    async def rollback(self) -> None:
+        """Run the registered compensations in reverse order, each once, as ``rollback:<id>``."""
+        if self.closed:
+            raise Suspend()
+        if self.cancel_requested:
+            raise self._abort(Abort("cancelled"))
+        for step_id, compensation, result in reversed(self._compensations):
+            rollback_id = f"rollback:{step_id}"
+            if rollback_id in self._compensated:
+                continue
+            self._compensated.add(rollback_id)
+            stored = self._history.steps.get(rollback_id)
+            if stored is not None and stored.kind != "rollback":
+                raise self._fail_fatal(NonDeterminismError(rollback_id, stored.kind, "rollback"))
+            if stored is not None and stored.error is None:
+                continue
+            self._begin()
+            try:
+                started = self._env.clock.timestamp()
+                try:
+                    value = await call_user(compensation, self._env.executor, result)
+                except Exception as exc:
+                    info = error_info(exc)
+                    await self._record(rollback_id, "rollback", None, error=info,
+                                       started_at=started)
+                    raise CompensationFailed(rollback_id, info) from exc
+                text, _ = self._encode(value, f"the result of compensation {rollback_id!r}",
+                                       rollback_id)
+                await self._record(rollback_id, "rollback", text, started_at=started,
+                                   audit_entries=[("step_completed", {
+                                       "step_id": rollback_id, "internal": True,
+                                       "duration_ms": round(
+                                           (self._env.clock.timestamp() - started) * 1000, 3)})])
+            finally:
+                self._end()
+
+    # time and signals ------------------------------------------------------------------------
+    async def sleep(self, duration: float | timedelta, *, step_id: str | None = None) -> None:
+        """A durable timer: the execution is parked and woken when it is due."""
+        seconds = seconds_of(duration)
+        if step_id is None:
+            step_id = self._implicit("sleep", "__sleep")
+        else:
+            self._check_user_id(step_id)
+        if self._enter(step_id, "sleep") is not None:
+            return
+        due = self._history.timers.get(("sleep", step_id))
+        if due is None:
+            due = self._env.clock.timestamp() + max(seconds, 0.0)
+        self.park_requests.append(NewTimer("sleep", step_id, due))
+        raise Suspend()
+
+    async def wait_for_signal(self, signal: Signal | str, *,
+                              timeout: float | timedelta | None = None,
+                              step_id: str | None = None) -> Any:
+        """The oldest buffered ``signal`` payload; with ``timeout`` a :class:`SignalResult`."""
+        signal_id = signal.id if isinstance(signal, Signal) else str(signal)
+        timeout_s = None if timeout is None else seconds_of(timeout)
+        if step_id is None:
+            step_id = self._implicit("signal wait", f"__signal:{signal_id}")
+        else:
+            self._check_user_id(step_id)
+        stored = self._enter(step_id, "signal")
+        if stored is None:
+            stored = await self._write(
+                self._env.store.consume_signal, execution_id=self.execution_id,
+                worker_id=self._env.worker_id, signal_id=signal_id, step_id=step_id,
+                attempt=self.attempt, now=self._env.clock.timestamp(), audit=self._env.audit)
+        if stored is not None:
+            return self._signal_outcome(step_id, signal_id, stored.result, timeout_s)
+        key = ("signal", step_id)
+        if key in self._history.timers:
+            due = self._history.timers[key]
+        else:
+            due = None if timeout_s is None else self._env.clock.timestamp() + timeout_s
+        self.park_requests.append(NewTimer("signal", step_id, due, signal_id=signal_id))
+        raise Suspend()
+
+    def _signal_outcome(self, step_id: str, signal_id: str, stored: Any,
+                        timeout: float | None) -> Any:
+        kind = stored.get("kind") if isinstance(stored, dict) else None
+        if timeout is not None:
+            if kind == "timeout":
+                return SignalResult(kind="timeout")
+            return SignalResult(kind="signal", payload=stored.get("payload"))
+        if kind == "timeout":
+            raise StepFailed(step_id, "TimeoutError",
+                             f"the wait for signal {signal_id!r} timed out")
+        return stored.get("payload") if isinstance(stored, dict) else None
+
+    # events, notes, branching ----------------------------------------------------------------
+    async def emit(self, event: Event | str, payload: Any = None, *,
+                   step_id: str | None = None) -> None:
+        """Best-effort notification to subscribers, recorded once and never re-emitted."""
+        event_def = event if isinstance(event, Event) else Event(str(event))
+        if step_id is None:
+            step_id = self._implicit("emit", f"__emit:{event_def.id}")
+        else:
+            self._check_user_id(step_id)
+        if self._enter(step_id, "emit") is not None:
+            return
+        text, decoded = self._encode(payload, f"the payload of emit {step_id!r}", step_id)
+        self._begin()
+        try:
+            await self._record(step_id, "emit", text, audit_entries=[
+                ("emit_published", {"step_id": step_id, "event": event_def.id})])
+        finally:
+            self._end()
+        self._env.publish(event_def, decoded)
+
+    async def note(self, message: str, meta: Any = None) -> None:
+        """A replay-safe audit note, written once."""
+        number = self._counters.get("__note", 0)
+        self._counters["__note"] = number + 1
+        step_id = f"__note:{number}"
+        if self._enter(step_id, "note") is not None:
+            return
+        text, decoded = self._encode({"message": str(message), "meta": meta},
+                                     "the meta of a note", step_id)
+        self._begin()
+        try:
+            await self._record(step_id, "note", text, audit_entries=[("note", decoded)])
+        finally:
+            self._end()
+
+    async def switch(self, step_id: str, value: Any, branches: Sequence[Branch],
+                     default: Branch | None = None) -> Any:
+        """Replay-safe branching: the chosen branch runs once; replay returns its result."""
+        self._check_user_id(step_id)
+        stored = self._enter(step_id, "switch")
+        if stored is not None:
+            return stored.result.get("result") if isinstance(stored.result, dict) else None
+        chosen: Branch | None = None
+        for branch in branches:
+            if branch.match is not None and branch.match(value):
+                chosen = branch
+                break
+        if chosen is None:
+            chosen = default
+        if chosen is None:
+            raise self._fail_fatal(DurableError(
+                f"switch {step_id!r}: no branch matched {value!r} and there is no default"))
+        self._begin()
+        try:
+            started = self._env.clock.timestamp()
+            result = await call_user(chosen.run, self._env.executor, value)
+            text, decoded = self._encode({"branch": chosen.id, "result": result},
+                                         f"the result of switch {step_id!r}", step_id)
+            await self._record(step_id, "switch", text, started_at=started, audit_entries=[
+                ("switch_evaluated", {"step_id": step_id, "branch": chosen.id})])
+        finally:
+            self._end()
+        return decoded["result"]
+
+

@@ -1,0 +1,161 @@
+"""Run ONE execution from the top and record how the run ended: completed, parked, retrying or
+failed. Knows nothing of loops, claims or processes; the runner calls it for each claim."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from durablectl import codec
+from durablectl.context import (
+    Abort,
+    CompensationFailed,
+    RunEnv,
+    Suspend,
+    WorkflowContext,
+    error_info,
+)
+from durablectl.definitions import Workflow
+from durablectl.errors import DurableError, PayloadError, StepFailed
+from durablectl.model import ErrorInfo
+from durablectl.store.base import Claim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: ``status`` is the execution's status after it (or ``aborted``)."""
+
+    execution_id: str
+    status: str
+    detail: str | None = None
+
+
+def _contains_suspend(exc: BaseException) -> bool:
+    if isinstance(exc, Suspend):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_contains_suspend(inner) for inner in exc.exceptions)
+    return False
+
+
+def _first_control(exc: BaseException) -> BaseException | None:
+    """Control-flow exceptions hidden inside an exception group (TaskGroup), most severe first."""
+    if isinstance(exc, Abort | CompensationFailed):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_control(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
+                        ctx_hook: Any = None) -> RunOutcome:
+    """Replay the execution from its stored history and record the outcome."""
+    execution = claim.execution
+    history = env.store.load_history(execution.execution_id)
+    ctx = WorkflowContext(env, execution_id=execution.execution_id,
+                          workflow_id=execution.workflow_id, attempt=execution.attempt,
+                          history=history)
+    if ctx_hook is not None:
+        ctx_hook(ctx)
+    outcome_kind = "completed"
+    result: Any = None
+    failure: BaseException | None = None
+    try:
+        result = await workflow.fn(ctx, execution.input)
+    except Suspend:
+        outcome_kind = "parked"
+    except Abort as exc:
+        ctx.abort = ctx.abort or exc
+    except CompensationFailed as exc:
+        outcome_kind = "compensation_failed"
+        failure = exc
+    except BaseExceptionGroup as group:
+        control = _first_control(group)
+        if isinstance(control, CompensationFailed):
+            outcome_kind, failure = "compensation_failed", control
+        elif isinstance(control, Abort):
+            ctx.abort = ctx.abort or control
+        elif _contains_suspend(group) and not group.subgroup(Exception):
+            outcome_kind = "parked"
+        else:
+            outcome_kind, failure = "error", group
+    except Exception as exc:
+        outcome_kind, failure = "error", exc
+    finally:
+        ctx.closed = True
+    # let steps started alongside (asyncio.gather siblings) store their results first
+    try:
+        await ctx.drain()
+    except BaseException:  # pragma: no cover - drain only waits on an event
+        log.exception("execution %s: waiting for running steps failed", execution.execution_id)
+    return await _record_outcome(env, workflow, claim, ctx, outcome_kind, result, failure)
+
+
+async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: WorkflowContext,
+                          outcome_kind: str, result: Any,
+                          failure: BaseException | None) -> RunOutcome:
+    execution = claim.execution
+    execution_id = execution.execution_id
+    if ctx.abort is not None:
+        log.info("execution %s: run stopped (%s)", execution_id, ctx.abort.reason)
+        return RunOutcome(execution_id, "aborted", ctx.abort.reason)
+    store = env.store
+    now = env.clock.timestamp()
+    common = {"execution_id": execution_id, "worker_id": env.worker_id, "now": now,
+              "audit": env.audit}
+    if ctx.fatal is not None:
+        info = error_info(ctx.fatal)
+        await _submit(store.finish, status="failed", result_json=None, error=info,
+                      reason=f"{info.type}: {info.message}"[:500], **common)
+        return RunOutcome(execution_id, "failed", info.message)
+    if outcome_kind == "completed":
+        try:
+            text = codec.encode(result, what=f"the result of workflow {workflow.id!r}",
+                                max_bytes=env.max_payload_bytes)
+        except PayloadError as exc:
+            info = error_info(exc)
+            await _submit(store.finish, status="failed", result_json=None, error=info,
+                          reason="result is not JSON", **common)
+            return RunOutcome(execution_id, "failed", info.message)
+        await _submit(store.finish, status="completed", result_json=text, error=None,
+                      reason=None, **common)
+        return RunOutcome(execution_id, "completed")
+    if outcome_kind == "parked":
+        waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
+        status = "waiting" if waits_signal else "sleeping"
+        new_status = await _submit(store.park, status=status, wakeups_seen=claim.wakeups,
+                                   timers=ctx.park_requests, attempt=ctx.attempt, **common)
+        return RunOutcome(execution_id, new_status)
+    if outcome_kind == "compensation_failed":
+        assert isinstance(failure, CompensationFailed)
+        await _submit(store.finish, status="compensation_failed", result_json=None,
+                      error=failure.error, reason=str(failure)[:500], **common)
+        return RunOutcome(execution_id, "compensation_failed", str(failure))
+    assert failure is not None
+    info = _describe_failure(failure)
+    retryable = not isinstance(failure, DurableError) or isinstance(failure, StepFailed)
+    if retryable and execution.attempt < execution.max_attempts:
+        delay = workflow.retry_backoff ** execution.attempt
+        await _submit(store.schedule_retry, error=info, due_at=now + delay,
+                      **{k: v for k, v in common.items()})
+        return RunOutcome(execution_id, "retrying", info.message)
+    await _submit(store.finish, status="failed", result_json=None, error=info,
+                  reason=f"{info.type}: {info.message}"[:500], **common)
+    return RunOutcome(execution_id, "failed", info.message)
+
+
+def _describe_failure(failure: BaseException) -> ErrorInfo:
+    return error_info(failure)
+
+
+async def _submit(method: Any, **kwargs: Any) -> Any:
+    import asyncio
+
+    store = method.__self__
+    return await asyncio.wrap_future(store.submit(method, **kwargs))

@@ -1,0 +1,238 @@
+"""The loop: ``tick()`` does one pass (fire due timers, claim ready executions, start their runs)
+and returns when it next needs to run; ``run_forever`` only sleeps until then or until woken.
+
+Wake-ups come from this process (a start, a signal, a run that ended, a fake clock moving) through
+:meth:`Runner.wake`, and from other processes through the store's ``data_version`` on a slow
+fallback tick; there is no fixed poll that adds latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from durablectl.clock import Clock, real_time
+from durablectl.context import RunEnv, WorkflowContext
+from durablectl.definitions import Registry
+from durablectl.engine import RunOutcome, run_execution
+from durablectl.store.base import Claim, Store
+
+log = logging.getLogger(__name__)
+
+FALLBACK_TICK_SECONDS = 1.0  # idle check for other processes' writes and dead workers
+UNLOADED_REASON = "workflow not loaded: "
+
+
+class Runner:
+    """Claims and runs executions for one worker."""
+
+    def __init__(self, store: Store, registry: Registry, *, worker_id: str, clock: Clock,
+                 concurrency: int = 100, lease_seconds: float = 30.0, audit: bool = True,
+                 implicit_step_ids: str = "allow", max_payload_bytes: int = 1_048_576,
+                 publish: Callable[[Any, Any], None] | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.worker_id = worker_id
+        self.clock = clock
+        self.concurrency = max(1, int(concurrency))
+        self.lease_seconds = float(lease_seconds)
+        self._executor = ThreadPoolExecutor(max_workers=min(self.concurrency, 64),
+                                            thread_name_prefix="durablectl-step")
+        self.env = RunEnv(store=store, clock=clock, worker_id=worker_id,
+                          executor=self._executor, audit=audit,
+                          implicit_step_ids=implicit_step_ids,
+                          max_payload_bytes=max_payload_bytes,
+                          publish=publish or (lambda event, payload: None))
+        self.running: dict[str, asyncio.Task[RunOutcome]] = {}
+        self.contexts: dict[str, WorkflowContext] = {}
+        self.outcome_listeners: list[Callable[[RunOutcome], None]] = []
+        self._wake_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._claiming = True
+        self._last_heartbeat = 0.0
+        self._last_reap = 0.0
+        self._data_version = -1
+        self._orphans: set[str] = set()
+        self.ticks = 0
+
+    # waking ----------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Run a tick soon; safe from any thread."""
+        loop, event = self._loop, self._wake_event
+        if loop is None or event is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    # one pass --------------------------------------------------------------------------------
+    def _lease_until(self) -> float:
+        return real_time() + self.lease_seconds
+
+    async def _submit(self, method: Any, **kwargs: Any) -> Any:
+        return await asyncio.wrap_future(self.store.submit(method, **kwargs))
+
+    async def tick(self) -> float | None:
+        """One pass; returns the clock time of the next due timer (None: nothing scheduled)."""
+        self.ticks += 1
+        loaded = self.registry.ids()
+        now = self.clock.timestamp()
+        real_now = real_time()
+        await self._housekeeping(real_now)
+        free = self.concurrency - len(self.running)
+        if self._claiming and free > 0 and loaded:
+            next_due = self.store.next_due_at()
+            if next_due is not None and next_due <= now:
+                claims = await self._submit(
+                    self.store.fire_due_timers, worker_id=self.worker_id, workflow_ids=loaded,
+                    now=now, real_now=real_now, lease_until=self._lease_until(), limit=free,
+                    audit=self.env.audit)
+                self._start_runs(claims)
+                free -= len(claims)
+            if free > 0:
+                claims = await self._submit(
+                    self.store.claim_ready, worker_id=self.worker_id, workflow_ids=loaded,
+                    now=now, real_now=real_now, lease_until=self._lease_until(), limit=free,
+                    audit=self.env.audit)
+                self._start_runs(claims)
+        return self.store.next_due_at()
+
+    async def _housekeeping(self, real_now: float) -> None:
+        if real_now - self._last_heartbeat >= self.lease_seconds / 3:
+            self._last_heartbeat = real_now
+            try:
+                await self._submit(self.store.heartbeat, worker_id=self.worker_id,
+                                   real_now=real_now, lease_until=real_now + self.lease_seconds)
+            except Exception:
+                log.exception("worker %s: heartbeat failed", self.worker_id)
+        if real_now - self._last_reap >= FALLBACK_TICK_SECONDS:
+            self._last_reap = real_now
+            try:
+                freed = self.store.reap_dead_workers(real_now=real_now)
+                if freed:
+                    log.info("worker %s: took over %d executions of dead workers",
+                             self.worker_id, freed)
+            except Exception:
+                log.exception("worker %s: checking other workers failed", self.worker_id)
+        for execution_id in list(self._orphans):
+            if execution_id in self.running:
+                continue
+            try:
+                self.store.release(execution_id, worker_id=self.worker_id)
+                self._orphans.discard(execution_id)
+            except Exception:
+                log.warning("worker %s: could not release %s yet", self.worker_id, execution_id)
+
+    def _start_runs(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            execution_id = claim.execution.execution_id
+            workflow = self.registry.get(claim.execution.workflow_id)
+            if workflow is None or execution_id in self.running:
+                self._orphans.add(execution_id)
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(workflow, claim))
+            self.running[execution_id] = task
+
+    async def _run(self, workflow: Any, claim: Claim) -> RunOutcome:
+        execution_id = claim.execution.execution_id
+        try:
+            outcome = await run_execution(self.env, workflow, claim,
+                                          ctx_hook=lambda ctx: self.contexts.__setitem__(
+                                              execution_id, ctx))
+        except asyncio.CancelledError:
+            self._orphans.add(execution_id)
+            outcome = RunOutcome(execution_id, "aborted", "worker stopping")
+        except Exception as exc:
+            log.exception("execution %s: could not record the outcome of its run", execution_id)
+            self._orphans.add(execution_id)
+            outcome = RunOutcome(execution_id, "aborted", str(exc))
+        finally:
+            self.running.pop(execution_id, None)
+            self.contexts.pop(execution_id, None)
+            self.wake()
+        if outcome.status == "aborted":
+            self._orphans.add(execution_id)
+        log.debug("execution %s: run ended %s", execution_id, outcome.status)
+        for listener in list(self.outcome_listeners):
+            try:
+                listener(outcome)
+            except Exception:
+                log.exception("outcome listener failed")
+        return outcome
+
+    def request_cancel(self, execution_id: str) -> None:
+        ctx = self.contexts.get(execution_id)
+        if ctx is not None:
+            ctx.cancel_requested = True
+
+    # the loop --------------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake_event = asyncio.Event()
+        unsubscribe = self.clock.subscribe(self.wake)
+        try:
+            while not self._stopping:
+                try:
+                    next_due = await self.tick()
+                except Exception:
+                    log.exception("worker %s: tick failed", self.worker_id)
+                    next_due = None
+                timeout = FALLBACK_TICK_SECONDS
+                if next_due is not None:
+                    timeout = min(timeout, max(0.0, next_due - self.clock.timestamp()))
+                if timeout > 0:
+                    try:
+                        await asyncio.wait_for(self._wake_event.wait(), timeout)
+                    except TimeoutError:
+                        self._note_outside_writes()
+                self._wake_event.clear()
+        finally:
+            unsubscribe()
+
+    def _note_outside_writes(self) -> None:
+        """Fallback: another process committed (a client's start or signal, a cancel)."""
+        try:
+            version = self.store.data_version()
+        except Exception:
+            return
+        if version != self._data_version:
+            self._data_version = version
+            self._refresh_cancellations()
+
+    def _refresh_cancellations(self) -> None:
+        for execution_id in list(self.contexts):
+            found = self.store.get_execution(execution_id)
+            if found is not None and found.status != "running":
+                self.request_cancel(execution_id)
+
+    def stop_claiming(self) -> None:
+        self._claiming = False
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming, give running executions ``grace_seconds`` to finish, then cancel
+        what is left (it re-runs from its history on the next start)."""
+        self._claiming = False
+        self._stopping = True
+        self.wake()
+        tasks = list(self.running.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for execution_id in list(self._orphans):
+            try:
+                self.store.release(execution_id, worker_id=self.worker_id)
+            except Exception:
+                log.warning("could not release %s on stop", execution_id)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,310 @@
+"""``DurableService``: runs workflows in this process with the same loop the daemon uses.
+
+``async with DurableService(store, workflows=[...]) as service`` registers a worker (with its
+kernel lock), frees the executions of dead workers, and runs the loop until the block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+import typing
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from durablectl import codec
+from durablectl.client import outcome_of, signal_id_of, start_arguments
+from durablectl.clock import Clock, SystemClock, seconds_of
+from durablectl.context import IMPLICIT_POLICIES
+from durablectl.definitions import Event, Registry, Signal, Workflow
+from durablectl.errors import (
+    ExecutionNotFound,
+    ResultTypeError,
+    WaitTimedOut,
+)
+from durablectl.events import DurableEventRecord, durable_events
+from durablectl.model import AuditEntry, Completed, Execution, ExecutionStatus
+from durablectl.runner import Runner
+from durablectl.store.base import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Any]
+
+
+class DurableService:
+    """A worker: runs the executions of the workflows it is given."""
+
+    def __init__(
+        self, store: Store, workflows: Iterable[Workflow] = (), *, worker_id: str | None = None,
+        audit: bool = True, clock: Clock | None = None, concurrency: int = 100,
+        lease_seconds: float = 30, grace_seconds: float = 10,
+        implicit_step_ids: str = "allow", cache_size: int = 1000,
+        max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES, catch_up: str = "one",
+        overlap: str = "allow", misfire_grace_seconds: float = 60, max_catch_up: int = 100,
+    ) -> None:
+        if implicit_step_ids not in IMPLICIT_POLICIES:
+            raise ValueError(f"implicit_step_ids must be one of {', '.join(IMPLICIT_POLICIES)}")
+        self.store = store
+        self.registry = Registry(workflows)
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-" \
+                                      f"{uuid.uuid4().hex[:6]}"
+        self.clock: Clock = clock or SystemClock()
+        self.audit = audit
+        self.grace_seconds = float(grace_seconds)
+        self.max_payload_bytes = max_payload_bytes
+        self.cache_size = cache_size
+        self.catch_up = catch_up
+        self.overlap = overlap
+        self.misfire_grace_seconds = misfire_grace_seconds
+        self.max_catch_up = max_catch_up
+        self.runner = Runner(store, self.registry, worker_id=self.worker_id, clock=self.clock,
+                             concurrency=concurrency, lease_seconds=lease_seconds, audit=audit,
+                             implicit_step_ids=implicit_step_ids,
+                             max_payload_bytes=max_payload_bytes, publish=self._publish)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._handler_tasks: set[asyncio.Future[None]] = set()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self._started = False
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def __aenter__(self) -> DurableService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._remove_listener = self.store.add_commit_listener(self._on_commit)
+        self.store.register_worker(worker_id=self.worker_id, pid=os.getpid(),
+                                   hostname=socket.gethostname(), real_now=time.time())
+        self.store.record_workflows(
+            worker_id=self.worker_id,
+            workflows=[(wf.id, wf.alias) for wf in self.registry.all()],
+            now=self.clock.timestamp())
+        await self.recover()
+        self._started = True
+        self._loop_task = self._loop.create_task(self.runner.run_forever())
+        log.info("worker %s started with %d workflows", self.worker_id, len(self.registry.ids()))
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.runner.stop(self.grace_seconds)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        try:
+            self.store.unregister_worker(self.worker_id)
+        except Exception:
+            log.exception("worker %s: could not unregister", self.worker_id)
+        if self._remove_listener is not None:
+            self._remove_listener()
+        log.info("worker %s stopped", self.worker_id)
+
+    # starting and waiting --------------------------------------------------------------------
+    async def _write(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.wrap_future(self.store.submit(method, *args, **kwargs))
+
+    async def start_execution(self, workflow: Workflow | str, input: Any = None, *,
+                              idempotency_key: str | None = None,
+                              timeout: float | timedelta | None = None,
+                              max_attempts: int | None = None) -> str:
+        """Store a new execution (or find the one with this idempotency key) and return its id
+        once it is committed."""
+        arguments, _known = start_arguments(
+            self.store, self.registry, workflow, input, clock=self.clock,
+            idempotency_key=idempotency_key, timeout=timeout, max_attempts=max_attempts,
+            max_payload_bytes=self.max_payload_bytes)
+        execution_id, _created = await self._write(self.store.create_execution,
+                                                   audit=self.audit, **arguments)
+        self.runner.wake()
+        return str(execution_id)
+
+    async def wait(self, execution_id: str, timeout: float | timedelta | None = None) -> Any:
+        """The result of the execution once it finishes; raises as ``execute`` does."""
+        limit = None if timeout is None else seconds_of(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(execution_id, []).append(future)
+            try:
+                execution = self.store.get_execution(execution_id)
+                if execution is None:
+                    raise ExecutionNotFound(execution_id)
+                if not execution.is_active:
+                    return outcome_of(execution)
+                pause = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if pause <= 0:
+                    raise WaitTimedOut(execution_id, float(limit or 0), execution.status)
+                # re-read after the pause: another process may have finished it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), pause)
+            finally:
+                waiters = self._waiters.get(execution_id, [])
+                if future in waiters:
+                    waiters.remove(future)
+                if not waiters:
+                    self._waiters.pop(execution_id, None)
+
+    async def execute(self, workflow: Workflow | str, input: Any = None, *,
+                      wait_timeout: float | timedelta | None = None,
+                      **start_options: Any) -> Any:
+        execution_id = await self.start_execution(workflow, input, **start_options)
+        return await self.wait(execution_id, wait_timeout)
+
+    async def execute_strict(self, workflow: Workflow | str, input: Any = None, *,
+                             wait_timeout: float | timedelta | None = None,
+                             **start_options: Any) -> Completed:
+        """Like ``execute``, and the result must match the top level of the workflow's return
+        annotation."""
+        definition = self.registry.require(workflow)
+        execution_id = await self.start_execution(definition, input, **start_options)
+        data = await self.wait(execution_id, wait_timeout)
+        _check_result_type(definition, data)
+        return Completed(execution_id=execution_id, data=data)
+
+    # signals, cancellation, recovery ---------------------------------------------------------
+    async def signal(self, execution_id: str, signal: Signal | str, payload: Any = None) -> int:
+        signal_id = signal_id_of(signal)
+        text = codec.encode(payload, what=f"the payload of signal {signal_id!r}",
+                            max_bytes=self.max_payload_bytes)
+        seq = await self._write(self.store.append_signal, execution_id=execution_id,
+                                signal_id=signal_id, payload_json=text,
+                                now=self.clock.timestamp())
+        self.runner.wake()
+        return int(seq)
+
+    async def cancel_execution(self, execution_id: str, reason: str | None = None) -> Execution:
+        execution: Execution = await self._write(
+            self.store.cancel_execution, execution_id, reason=reason,
+            now=self.clock.timestamp(), audit=self.audit)
+        self.runner.request_cancel(execution_id)
+        return execution
+
+    async def recover(self) -> int:
+        """Free the executions of dead workers so that live ones (this one first) run them."""
+        freed = self.store.reap_dead_workers(real_now=time.time())
+        self.store.mark_unloaded(workflow_ids=self.registry.ids(),
+                                 reason_prefix="workflow not loaded: ")
+        self.runner.wake()
+        return freed
+
+    # inspection ------------------------------------------------------------------------------
+    def get_execution(self, execution_id: str) -> Execution | None:
+        return self.store.get_execution(execution_id)
+
+    def list_executions(self, *, status: str | Sequence[str] | None = None,
+                        workflow: str | None = None, limit: int = 100,
+                        offset: int = 0) -> list[Execution]:
+        return self.store.list_executions(status=status, workflow=workflow, limit=limit,
+                                          offset=offset)
+
+    # events ----------------------------------------------------------------------------------
+    def on(self, event: Event | str, handler: Handler) -> Callable[[], None]:
+        """Subscribe to an emitted ``Event`` or to a ``durable_events`` kind."""
+        key = f"event:{event.id}" if isinstance(event, Event) else f"durable:{event}"
+        if not isinstance(event, Event) and event not in durable_events.ALL:
+            raise ValueError(f"unknown durable event {event!r}")
+        self._handlers.setdefault(key, []).append(handler)
+
+        def unsubscribe() -> None:
+            handlers = self._handlers.get(key, [])
+            if handler in handlers:
+                handlers.remove(handler)
+
+        return unsubscribe
+
+    def _publish(self, event: Event, payload: Any) -> None:
+        self._dispatch(f"event:{event.id}", payload)
+
+    def _dispatch(self, key: str, argument: Any) -> None:
+        for handler in list(self._handlers.get(key, ())):
+            try:
+                value = handler(argument)
+                if inspect.isawaitable(value):
+                    task = asyncio.ensure_future(_guard(value, key))
+                    self._handler_tasks.add(task)
+                    task.add_done_callback(self._handler_tasks.discard)
+            except Exception:
+                log.exception("subscriber to %s raised; ignored", key)
+
+    def _on_commit(self, entries: list[AuditEntry]) -> None:
+        """Called by the store after each commit (from its writer thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._deliver, entries)
+
+    def _deliver(self, entries: list[AuditEntry]) -> None:
+        for entry in entries:
+            if entry.kind == "execution_status_changed" and \
+                    entry.data.get("to") in _FINISHED and entry.execution_id:
+                for future in self._waiters.get(entry.execution_id, []):
+                    if not future.done():
+                        future.set_result(None)
+            if not self._handlers:
+                continue
+            record = DurableEventRecord(kind=entry.kind, execution_id=entry.execution_id,
+                                        data=entry.data)
+            self._dispatch(f"durable:{durable_events.audit_appended}", record)
+            self._dispatch(f"durable:{entry.kind}", record)
+
+
+_FINISHED = {s.value for s in ExecutionStatus} - {"pending", "running", "sleeping", "waiting",
+                                                   "retrying"}
+
+
+async def _guard(awaitable: Awaitable[Any], key: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("subscriber to %s raised; ignored", key)
+
+
+_TYPE_NAMES: dict[Any, tuple[type, ...]] = {
+    dict: (dict,), list: (list,), str: (str,), int: (int,), float: (float, int), bool: (bool,),
+    None: (type(None),), type(None): (type(None),),
+}
+
+
+def _check_result_type(workflow: Workflow, data: Any) -> None:
+    try:
+        hints = typing.get_type_hints(workflow.fn)
+    except Exception:
+        hints = getattr(workflow.fn, "__annotations__", {})
+    if "return" not in hints:
+        return
+    annotation = hints["return"]
+    origin = typing.get_origin(annotation) or annotation
+    if isinstance(origin, type) and (typing.is_typeddict(origin) or
+                                     hasattr(origin, "__dataclass_fields__")):
+        expected: tuple[type, ...] = (dict,)
+    elif origin in _TYPE_NAMES:
+        expected = _TYPE_NAMES[origin]
+    else:
+        return
+    ok = isinstance(data, expected) and not (
+        isinstance(data, bool) and bool not in expected)
+    if not ok:
+        names = "/".join(t.__name__ for t in expected)
+        raise ResultTypeError(
+            f"workflow {workflow.id!r} returned {type(data).__name__}, but its return "
+            f"annotation says {names}")

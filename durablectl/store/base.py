@@ -1,0 +1,162 @@
+"""The store contract: the only way the engine, client and operator touch persistence.
+
+Methods are synchronous and thread-safe and need no event loop. ``submit(method, ...)`` runs any
+write method of the store as a job whose future resolves after its commit, so that a store can
+group the writes of many executions into one commit. A store that cannot group may simply run the
+method in a thread. Times passed in are epoch seconds: ``now`` is workflow (clock) time,
+``real_now`` is wall time for leases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from durablectl.model import AuditEntry, ErrorInfo, Execution, StepRecord, WorkerInfo
+
+T = TypeVar("T")
+
+CommitListener = Callable[[list[AuditEntry]], None]
+
+
+@dataclass(frozen=True)
+class NewTimer:
+    """A timer a parking execution asks for: a sleep or a signal wait (``due_at`` None: no
+    time-out)."""
+
+    kind: str  # "sleep" | "signal"
+    step_id: str
+    due_at: float | None
+    signal_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An execution this worker now holds the lease of, with the wake-up counter it saw."""
+
+    execution: Execution
+    wakeups: int
+
+
+@dataclass
+class History:
+    """Everything a run needs, loaded once per wake-up."""
+
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    timers: dict[tuple[str, str], float | None] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    # lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None: ...
+
+    def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]: ...
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]: ...
+
+    def data_version(self) -> int: ...
+
+    # executions ------------------------------------------------------------------------------
+    def create_execution(
+        self, *, execution_id: str, workflow_id: str, input_json: str | None,
+        max_attempts: int, retry_backoff: float, now: float, deadline: float | None = None,
+        idempotency_key: str | None = None, audit: bool = True,
+    ) -> tuple[str, bool]: ...
+
+    def get_execution(self, execution_id: str) -> Execution | None: ...
+
+    def list_executions(
+        self, *, status: str | Sequence[str] | None = None, workflow: str | None = None,
+        limit: int = 100, offset: int = 0,
+    ) -> list[Execution]: ...
+
+    def count_executions(self) -> dict[str, int]: ...
+
+    def list_step_results(self, execution_id: str) -> list[StepRecord]: ...
+
+    def list_audit_entries(
+        self, execution_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[AuditEntry]: ...
+
+    def load_history(self, execution_id: str) -> History: ...
+
+    # running ---------------------------------------------------------------------------------
+    def claim_ready(
+        self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
+        lease_until: float, limit: int, audit: bool = True,
+    ) -> list[Claim]: ...
+
+    def claim_execution(
+        self, execution_id: str, *, worker_id: str, workflow_ids: Sequence[str], now: float,
+        real_now: float, lease_until: float, audit: bool = True,
+    ) -> Claim | None: ...
+
+    def record_step(
+        self, *, execution_id: str, worker_id: str, step_id: str, kind: str,
+        result_json: str | None, error: ErrorInfo | None, attempt: int,
+        started_at: float | None, completed_at: float, now: float,
+        audit_entries: Sequence[tuple[str, dict[str, Any]]] = (), audit: bool = True,
+    ) -> int: ...
+
+    def consume_signal(
+        self, *, execution_id: str, worker_id: str, signal_id: str, step_id: str,
+        attempt: int, now: float, audit: bool = True,
+    ) -> StepRecord | None: ...
+
+    def park(
+        self, *, execution_id: str, worker_id: str, status: str, wakeups_seen: int,
+        timers: Sequence[NewTimer], attempt: int, now: float, audit: bool = True,
+    ) -> str: ...
+
+    def finish(
+        self, *, execution_id: str, worker_id: str, status: str, result_json: str | None,
+        error: ErrorInfo | None, reason: str | None, now: float, audit: bool = True,
+    ) -> bool: ...
+
+    def schedule_retry(
+        self, *, execution_id: str, worker_id: str, error: ErrorInfo, due_at: float,
+        now: float, audit: bool = True,
+    ) -> bool: ...
+
+    def release(self, execution_id: str, *, worker_id: str, status_reason: str | None = None,
+                ) -> None: ...
+
+    def fire_due_timers(
+        self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
+        lease_until: float, limit: int, audit: bool = True,
+    ) -> list[Claim]: ...
+
+    def next_due_at(self) -> float | None: ...
+
+    def heartbeat(self, *, worker_id: str, real_now: float, lease_until: float) -> int: ...
+
+    def mark_unloaded(self, *, workflow_ids: Sequence[str], reason_prefix: str) -> int: ...
+
+    # signals and cancellation ----------------------------------------------------------------
+    def append_signal(
+        self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
+    ) -> int: ...
+
+    def cancel_execution(
+        self, execution_id: str, *, reason: str | None, now: float, audit: bool = True
+    ) -> Execution: ...
+
+    # workers and workflows -------------------------------------------------------------------
+    def register_worker(self, *, worker_id: str, pid: int, hostname: str,
+                        real_now: float) -> None: ...
+
+    def unregister_worker(self, worker_id: str) -> None: ...
+
+    def list_workers(self) -> list[WorkerInfo]: ...
+
+    def live_workers(self) -> list[WorkerInfo]: ...
+
+    def reap_dead_workers(self, *, real_now: float) -> int: ...
+
+    def record_workflows(
+        self, *, worker_id: str, workflows: Sequence[tuple[str, str | None]], now: float
+    ) -> None: ...
+
+    def known_workflows(self) -> dict[str, str | None]: ...

@@ -1,0 +1,141 @@
+"""Append-only schema steps. Each step is applied in one transaction with its version record
+(``PRAGMA user_version``), so a crash mid-migration leaves the previous version intact.
+
+Never edit a step that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+# "DuRb" as a 32-bit integer: marks a SQLite file as ours (PRAGMA application_id).
+APPLICATION_ID = 0x44755262
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the first schema; DESIGN-NOTES §8 lists why each column is here from the start.
+    [
+        """CREATE TABLE executions (
+            execution_id TEXT PRIMARY KEY,
+            workflow_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_reason TEXT,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            max_attempts INTEGER NOT NULL,
+            retry_backoff REAL NOT NULL DEFAULT 2.0,
+            input TEXT,
+            result TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            deadline REAL,
+            idempotency_key TEXT,
+            forked_from_execution TEXT,
+            forked_from_step TEXT,
+            lease_owner TEXT,
+            lease_until REAL,
+            wakeups INTEGER NOT NULL DEFAULT 0,
+            step_seq INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE UNIQUE INDEX executions_idempotency ON executions(workflow_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX executions_status ON executions(status, created_at)",
+        "CREATE INDEX executions_workflow ON executions(workflow_id, created_at)",
+        "CREATE INDEX executions_created ON executions(created_at)",
+        "CREATE INDEX executions_lease ON executions(lease_owner) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX executions_ready ON executions(created_at)"
+        " WHERE status IN ('pending', 'running')",
+        """CREATE TABLE steps (
+            execution_id TEXT NOT NULL REFERENCES executions(execution_id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            result TEXT,
+            error TEXT,
+            attempt INTEGER NOT NULL,
+            started_at REAL,
+            completed_at REAL,
+            PRIMARY KEY (execution_id, step_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE signals (
+            execution_id TEXT NOT NULL REFERENCES executions(execution_id) ON DELETE CASCADE,
+            signal_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            payload TEXT,
+            created_at REAL NOT NULL,
+            consumed_by TEXT,
+            consumed_at REAL,
+            PRIMARY KEY (execution_id, signal_id, seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX signals_unconsumed ON signals(execution_id, signal_id, seq)"
+        " WHERE consumed_by IS NULL",
+        """CREATE TABLE timers (
+            timer_id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            execution_id TEXT REFERENCES executions(execution_id) ON DELETE CASCADE,
+            step_id TEXT,
+            signal_id TEXT,
+            schedule_id TEXT REFERENCES schedules(id) ON DELETE CASCADE,
+            due_at REAL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            created_at REAL NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX timers_execution ON timers(execution_id, kind, step_id)",
+        "CREATE INDEX timers_schedule ON timers(schedule_id)",
+        "CREATE INDEX timers_due ON timers(due_at) WHERE state = 'pending' AND due_at IS NOT NULL",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            execution_id TEXT REFERENCES executions(execution_id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_execution ON audit(execution_id, seq)",
+        """CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            hostname TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL
+        )""",
+        """CREATE TABLE workflows (
+            workflow_id TEXT PRIMARY KEY,
+            alias TEXT,
+            recorded_by TEXT,
+            recorded_at REAL NOT NULL
+        )""",
+        "CREATE INDEX workflows_alias ON workflows(alias)",
+        """CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            workflow_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            cron TEXT,
+            interval_seconds REAL,
+            timezone TEXT,
+            input TEXT,
+            status TEXT NOT NULL,
+            catch_up TEXT NOT NULL,
+            overlap TEXT NOT NULL,
+            anchor REAL,
+            next_run REAL,
+            last_run REAL,
+            last_execution_id TEXT,
+            paused_reason TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE schedule_runs (
+            schedule_id TEXT NOT NULL REFERENCES schedules(id) ON DELETE CASCADE,
+            due_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            execution_id TEXT,
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (schedule_id, due_at)
+        )""",
+        "CREATE INDEX schedule_runs_execution ON schedule_runs(execution_id)",
+        """CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT
+        )""",
+    ],
+]
+
+LATEST_VERSION = len(MIGRATIONS)

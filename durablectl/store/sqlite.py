@@ -1,0 +1,1182 @@
+"""The SQLite store: every SQL statement of the project lives in this module.
+
+One write connection, used by one transaction at a time (``BEGIN IMMEDIATE`` so a writer waits
+for the lock up front instead of failing mid-transaction). Writes either run inline under a lock
+(the CLI, scripts) or, once an engine calls :meth:`SqliteStore.submit`, through a writer thread
+that groups every job it finds queued into one commit. Each job runs in its own ``SAVEPOINT``:
+a job that fails its own check rolls back alone; a failed ``COMMIT`` fails the whole batch.
+Reads use one connection per thread; WAL readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from durablectl.clock import to_datetime
+from durablectl.errors import (
+    DurableError,
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionNotActive,
+    ExecutionNotFound,
+    IncompatibleDatabase,
+    LeaseLost,
+    StorageError,
+)
+from durablectl.model import (
+    ACTIVE_STATUSES,
+    PARKED_STATUSES,
+    AuditEntry,
+    ErrorInfo,
+    Execution,
+    StepRecord,
+    WorkerInfo,
+)
+from durablectl.store.base import Claim, CommitListener, History, NewTimer
+from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_MAX_BATCH = 512  # jobs per grouped commit; bounds how long one batch holds the write lock
+
+_EXECUTION_COLUMNS = (
+    "execution_id, workflow_id, status, status_reason, attempt, max_attempts, input, result,"
+    " error, created_at, updated_at, deadline, idempotency_key, forked_from_execution,"
+    " forked_from_step, lease_owner, wakeups"
+)
+_STEP_COLUMNS = "step_id, kind, result, error, started_at, completed_at, attempt, seq"
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else json.dumps(error.to_json())
+
+
+def _execution(row: Sequence[Any]) -> Execution:
+    forked = None
+    if row[13] is not None:
+        forked = {"execution_id": row[13], "step_id": row[14]}
+    return Execution(
+        execution_id=row[0], workflow_id=row[1], status=row[2], status_reason=row[3],
+        attempt=row[4], max_attempts=row[5],
+        input=None if row[6] is None else json.loads(row[6]),
+        result=None if row[7] is None else json.loads(row[7]),
+        error=ErrorInfo.from_json(None if row[8] is None else json.loads(row[8])),
+        created_at=to_datetime(row[9]),  # type: ignore[arg-type]
+        updated_at=to_datetime(row[10]),  # type: ignore[arg-type]
+        deadline=to_datetime(row[11]), idempotency_key=row[12], forked_from=forked,
+        lease_owner=row[15],
+    )
+
+
+def _step(row: Sequence[Any]) -> StepRecord:
+    started, completed = row[4], row[5]
+    duration = None
+    if started is not None and completed is not None:
+        duration = round((completed - started) * 1000.0, 3)
+    return StepRecord(
+        step_id=row[0], kind=row[1], result=None if row[2] is None else json.loads(row[2]),
+        error=ErrorInfo.from_json(None if row[3] is None else json.loads(row[3])),
+        started_at=to_datetime(started), completed_at=to_datetime(completed),
+        duration_ms=duration, attempt=row[6], seq=row[7],
+    )
+
+
+def _audit(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(seq=row[0], at=to_datetime(row[1]),  # type: ignore[arg-type]
+                      kind=row[2], execution_id=row[3], attempt=row[4], data=json.loads(row[5]))
+
+
+class _Txn:
+    """What one transaction has produced so far: audit entries to announce after commit."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+
+class _GroupWriter:
+    """The writer thread: drains the queue into one transaction per batch."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name="durablectl-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((call, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._store._run_batch(batch)
+
+
+class SqliteStore:
+    """A durablectl database in one SQLite file (WAL mode)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 5000) -> None:
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.path = str(Path(path).expanduser().resolve())
+        self.synchronous = synchronous
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self._lock_dir = Path(self.path + ".workers")
+        self._worker_locks: dict[str, int] = {}
+        self._listeners: list[CommitListener] = []
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._read_conns_lock = threading.Lock()
+        self._wlock = threading.RLock()
+        self._writer: _GroupWriter | None = None
+        self._writer_lock = threading.Lock()
+        self._closed = False
+        self._create_private_file()
+        self._wconn = self._connect()
+        self._prepare_schema()
+
+    # connections -----------------------------------------------------------------------------
+    def _create_private_file(self) -> None:
+        """The database is readable by its owner only (SPEC §8); SQLite gives its WAL and shm
+        files the same mode."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.busy_timeout_ms / 1000.0)
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise IncompatibleDatabase(
+                f"{self.path} is not a durablectl database (SQLite says: {exc})"
+            ) from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is None:
+            if self._closed:
+                raise StorageError(f"the store for {self.path} is closed")
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.reader = conn
+            with self._read_conns_lock:
+                self._read_conns.append(conn)
+        return conn
+
+    def _prepare_schema(self) -> None:
+        conn = self._wconn
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise IncompatibleDatabase(
+                f"{self.path} is not a durablectl database (SQLite says: {exc})"
+            ) from exc
+        if app_id == 0 and version == 0 and tables:
+            raise IncompatibleDatabase(
+                f"{self.path} is a SQLite database of another application ({tables} tables, "
+                "no durablectl marker); refusing to touch it"
+            )
+        if app_id not in (0, APPLICATION_ID):
+            raise IncompatibleDatabase(
+                f"{self.path} belongs to another application (application_id {app_id:#x}); "
+                "refusing to touch it"
+            )
+        if version > LATEST_VERSION:
+            raise IncompatibleDatabase(
+                f"{self.path} has schema version {version}, newer than this durablectl "
+                f"understands ({LATEST_VERSION}); upgrade durablectl"
+            )
+        for number in range(version + 1, LATEST_VERSION + 1):
+            with self._wlock:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    current = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if current >= number:  # another process migrated meanwhile
+                        conn.execute("COMMIT")
+                        continue
+                    for statement in MIGRATIONS[number - 1]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {number}")
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise StorageError(
+                        f"could not migrate {self.path} to schema version {number}: {exc}"
+                    ) from exc
+                log.info("migrated %s to schema version %d", self.path, number)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        writer = self._writer
+        if writer is not None:
+            writer.stop()
+        self._closed = True
+        for fd in self._worker_locks.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._worker_locks.clear()
+        with self._read_conns_lock:
+            for conn in self._read_conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._read_conns.clear()
+        with self._wlock, contextlib.suppress(sqlite3.Error):
+            self._wconn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pragma(self, name: str) -> Any:
+        """Read a pragma on the write connection (benchmarks print the settings in force)."""
+        with self._wlock:
+            return self._wconn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # transactions ----------------------------------------------------------------------------
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run a write method of this store in the next grouped commit."""
+        writer = self._writer
+        if writer is None:
+            with self._writer_lock:
+                if self._closed:
+                    raise StorageError(f"the store for {self.path} is closed")
+                if self._writer is None:
+                    self._writer = _GroupWriter(self)
+                writer = self._writer
+        return writer.submit(partial(method, *args, **kwargs))
+
+    def _write(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
+        txn: _Txn | None = getattr(self._local, "txn", None)
+        if txn is not None:  # already inside a transaction (a grouped batch)
+            return job(self._wconn, txn)
+        if self._closed:
+            raise StorageError(f"the store for {self.path} is closed")
+        writer = self._writer
+        if writer is not None and threading.current_thread() is not writer._thread:
+            return writer.submit(partial(self._write, job)).result()
+        with self._wlock:
+            result = self._run_batch_inline(job)
+        return result
+
+    def _run_batch_inline(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
+        future: Future[T] = Future()
+        self._run_batch([(partial(self._write, job), future)])
+        return future.result()
+
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        """One transaction for the batch; each job in a savepoint; futures resolved after
+        COMMIT, in order, so a later write is never reported durable before an earlier one."""
+        conn = self._wconn
+        outcomes: list[tuple[bool, Any]] = []
+        announced: list[AuditEntry] = []
+        with self._wlock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                error = self._storage_error(exc)
+                for _call, future in batch:
+                    future.set_exception(error)
+                return
+            try:
+                for call, _future in batch:
+                    txn = _Txn()
+                    self._local.txn = txn
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        value = call()
+                    except BaseException as exc:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        outcomes.append((False, self._wrap(exc)))
+                    else:
+                        conn.execute("RELEASE job")
+                        outcomes.append((True, value))
+                        announced.extend(txn.entries)
+                    finally:
+                        self._local.txn = None
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                failure = self._wrap(exc)
+                for _call, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                return
+        for (_call, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if announced:
+            for listener in list(self._listeners):
+                try:
+                    listener(announced)
+                except Exception:  # a listener never breaks a write
+                    log.exception("commit listener failed")
+
+    def _wrap(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            return self._storage_error(exc)
+        return exc
+
+    def _storage_error(self, exc: BaseException) -> StorageError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StorageError(f"{self.path} is locked by another process: {text}")
+        if "full" in text:
+            return StorageError(f"the disk holding {self.path} is full: {text}")
+        if "readonly" in text or "read-only" in text:
+            return StorageError(f"{self.path} is read-only: {text}")
+        if "malformed" in text or "not a database" in text:
+            return StorageError(f"{self.path} is corrupt: {text}")
+        return StorageError(f"storage error on {self.path}: {text}")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from exc
+
+    def data_version(self) -> int:
+        """Changes whenever any other connection commits: the cheap "anything new?" check."""
+        return int(self._read("PRAGMA data_version")[0][0])
+
+    @staticmethod
+    def _add_audit(conn: sqlite3.Connection, txn: _Txn, *, kind: str, execution_id: str | None,
+                   attempt: int, data: dict[str, Any], now: float, audit: bool) -> None:
+        seq = 0
+        text = json.dumps(data, separators=(",", ":"))
+        if audit:
+            cur = conn.execute(
+                "INSERT INTO audit (at, kind, execution_id, attempt, data) VALUES (?,?,?,?,?)",
+                (now, kind, execution_id, attempt, text),
+            )
+            seq = int(cur.lastrowid or 0)
+        txn.entries.append(AuditEntry(seq=seq, at=to_datetime(now),  # type: ignore[arg-type]
+                                      kind=kind, execution_id=execution_id, attempt=attempt,
+                                      data=data))
+
+    def _status_change(self, conn: sqlite3.Connection, txn: _Txn, *, execution_id: str,
+                       attempt: int, old: str | None, new: str, reason: str | None, now: float,
+                       audit: bool) -> None:
+        if old == new:
+            return
+        self._add_audit(conn, txn, kind="execution_status_changed", execution_id=execution_id,
+                        attempt=attempt, data={"from": old, "to": new, "reason": reason},
+                        now=now, audit=audit)
+
+    # executions ------------------------------------------------------------------------------
+    def create_execution(
+        self, *, execution_id: str, workflow_id: str, input_json: str | None,
+        max_attempts: int, retry_backoff: float, now: float, deadline: float | None = None,
+        idempotency_key: str | None = None, audit: bool = True,
+    ) -> tuple[str, bool]:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[str, bool]:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT execution_id FROM executions"
+                    " WHERE workflow_id = ? AND idempotency_key = ?",
+                    (workflow_id, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return row[0], False
+            conn.execute(
+                "INSERT INTO executions (execution_id, workflow_id, status, attempt,"
+                " max_attempts, retry_backoff, input, created_at, updated_at, deadline,"
+                " idempotency_key) VALUES (?, ?, 'pending', 1, ?, ?, ?, ?, ?, ?, ?)",
+                (execution_id, workflow_id, max_attempts, retry_backoff, input_json, now, now,
+                 deadline, idempotency_key),
+            )
+            if deadline is not None:
+                conn.execute(
+                    "INSERT INTO timers (kind, execution_id, step_id, due_at, created_at)"
+                    " VALUES ('timeout', ?, '', ?, ?)", (execution_id, deadline, now))
+            self._status_change(conn, txn, execution_id=execution_id, attempt=1, old=None,
+                                new="pending", reason="created", now=now, audit=audit)
+            return execution_id, True
+
+        return self._write(job)
+
+    def get_execution(self, execution_id: str) -> Execution | None:
+        rows = self._read(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
+            (execution_id,),
+        )
+        return _execution(rows[0]) if rows else None
+
+    def list_executions(
+        self, *, status: str | Sequence[str] | None = None, workflow: str | None = None,
+        limit: int = 100, offset: int = 0,
+    ) -> list[Execution]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(str(s) for s in statuses)
+        if workflow:
+            where.append("workflow_id = ?")
+            params.append(workflow)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions {clause}"
+            " ORDER BY created_at DESC, execution_id DESC LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)],
+        )
+        return [_execution(row) for row in rows]
+
+    def count_executions(self) -> dict[str, int]:
+        rows = self._read("SELECT status, count(*) FROM executions GROUP BY status")
+        return {status: count for status, count in rows}
+
+    def list_step_results(self, execution_id: str) -> list[StepRecord]:
+        rows = self._read(
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ? ORDER BY seq",
+            (execution_id,),
+        )
+        return [_step(row) for row in rows]
+
+    def list_audit_entries(
+        self, execution_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[AuditEntry]:
+        rows = self._read(
+            "SELECT seq, at, kind, execution_id, attempt, data FROM audit"
+            " WHERE execution_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            (execution_id, -1 if limit is None else int(limit), int(offset)),
+        )
+        return [_audit(row) for row in rows]
+
+    def load_history(self, execution_id: str) -> History:
+        history = History()
+        reader = self._reader()
+        try:
+            for row in reader.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ?", (execution_id,)
+            ):
+                record = _step(row)
+                history.steps[record.step_id] = record
+            for kind, step_id, due_at in reader.execute(
+                "SELECT kind, step_id, due_at FROM timers"
+                " WHERE execution_id = ? AND state = 'pending'", (execution_id,)
+            ):
+                history.timers[(kind, step_id)] = due_at
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from exc
+        return history
+
+    # running ---------------------------------------------------------------------------------
+    def _claim_rows(self, conn: sqlite3.Connection, txn: _Txn, rows: list[Any], *,
+                    worker_id: str, now: float, lease_until: float, reason: str,
+                    audit: bool) -> list[Claim]:
+        claims: list[Claim] = []
+        for row in rows:
+            execution = _execution(row)
+            conn.execute(
+                "UPDATE executions SET status = 'running', status_reason = NULL,"
+                " lease_owner = ?, lease_until = ?, updated_at = ? WHERE execution_id = ?",
+                (worker_id, lease_until, now, execution.execution_id),
+            )
+            self._status_change(conn, txn, execution_id=execution.execution_id,
+                                attempt=execution.attempt, old=execution.status, new="running",
+                                reason=reason, now=now, audit=audit)
+            claims.append(Claim(execution=execution, wakeups=int(row[16])))
+        return claims
+
+    def claim_ready(
+        self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
+        lease_until: float, limit: int, audit: bool = True,
+    ) -> list[Claim]:
+        if limit <= 0 or not workflow_ids:
+            return []
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> list[Claim]:
+            marks = ",".join("?" * len(workflow_ids))
+            rows = conn.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions"
+                " WHERE status IN ('pending', 'running')"
+                " AND (lease_owner IS NULL OR lease_until < ?)"
+                f" AND workflow_id IN ({marks}) ORDER BY created_at LIMIT ?",
+                (real_now, *workflow_ids, limit),
+            ).fetchall()
+            return self._claim_rows(conn, txn, rows, worker_id=worker_id, now=now,
+                                    lease_until=lease_until, reason="claimed", audit=audit)
+
+        return self._write(job)
+
+    def claim_execution(
+        self, execution_id: str, *, worker_id: str, workflow_ids: Sequence[str], now: float,
+        real_now: float, lease_until: float, audit: bool = True,
+    ) -> Claim | None:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> Claim | None:
+            marks = ",".join("?" * len(workflow_ids))
+            rows = conn.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?"
+                " AND status IN ('pending', 'running')"
+                " AND (lease_owner IS NULL OR lease_until < ?)"
+                f" AND workflow_id IN ({marks})",
+                (execution_id, real_now, *workflow_ids),
+            ).fetchall()
+            claims = self._claim_rows(conn, txn, rows, worker_id=worker_id, now=now,
+                                      lease_until=lease_until, reason="claimed", audit=audit)
+            return claims[0] if claims else None
+
+        if not workflow_ids:
+            return None
+        return self._write(job)
+
+    def _check_lease(self, conn: sqlite3.Connection, execution_id: str, worker_id: str,
+                     now: float) -> int:
+        """Bump the execution's step counter if this worker still runs it; else say why not."""
+        row = conn.execute(
+            "UPDATE executions SET step_seq = step_seq + 1, updated_at = ?"
+            " WHERE execution_id = ? AND lease_owner = ? AND status = 'running'"
+            " RETURNING step_seq",
+            (now, execution_id, worker_id),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        raise self._why_not_ours(conn, execution_id, worker_id)
+
+    def _why_not_ours(self, conn: sqlite3.Connection, execution_id: str,
+                      worker_id: str) -> DurableError:
+        found = conn.execute(
+            "SELECT status, error, status_reason FROM executions WHERE execution_id = ?",
+            (execution_id,),
+        ).fetchone()
+        if found is None:
+            return ExecutionNotFound(execution_id)
+        status, error, reason = found
+        if status == "cancelled":
+            return ExecutionCancelled(execution_id, reason)
+        if status in ("failed", "compensation_failed"):
+            info = ErrorInfo.from_json(None if error is None else json.loads(error))
+            return ExecutionFailed(execution_id, info, status)
+        return LeaseLost(execution_id, worker_id)
+
+    def record_step(
+        self, *, execution_id: str, worker_id: str, step_id: str, kind: str,
+        result_json: str | None, error: ErrorInfo | None, attempt: int,
+        started_at: float | None, completed_at: float, now: float,
+        audit_entries: Sequence[tuple[str, dict[str, Any]]] = (), audit: bool = True,
+    ) -> int:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+            seq = self._check_lease(conn, execution_id, worker_id, now)
+            conn.execute(
+                "INSERT INTO steps (execution_id, step_id, kind, seq, result, error, attempt,"
+                " started_at, completed_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (execution_id, step_id) DO UPDATE SET kind = excluded.kind,"
+                " seq = excluded.seq, result = excluded.result, error = excluded.error,"
+                " attempt = excluded.attempt, started_at = excluded.started_at,"
+                " completed_at = excluded.completed_at",
+                (execution_id, step_id, kind, seq, result_json, _error_json(error), attempt,
+                 started_at, completed_at),
+            )
+            for audit_kind, data in audit_entries:
+                self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
+                                attempt=attempt, data=data, now=now, audit=audit)
+            return seq
+
+        return self._write(job)
+
+    def consume_signal(
+        self, *, execution_id: str, worker_id: str, signal_id: str, step_id: str,
+        attempt: int, now: float, audit: bool = True,
+    ) -> StepRecord | None:
+        """Take the oldest buffered signal for this wait, unless its time-out won the race."""
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> StepRecord | None:
+            existing = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ? AND step_id = ?",
+                (execution_id, step_id),
+            ).fetchone()
+            if existing is not None and existing[1] == "signal":
+                return _step(existing)  # the time-out fired after history was loaded
+            row = conn.execute(
+                "SELECT seq, payload FROM signals WHERE execution_id = ? AND signal_id = ?"
+                " AND consumed_by IS NULL ORDER BY seq LIMIT 1",
+                (execution_id, signal_id),
+            ).fetchone()
+            if row is None:
+                return None
+            seq, payload = row
+            step_seq = self._check_lease(conn, execution_id, worker_id, now)
+            conn.execute(
+                "UPDATE signals SET consumed_by = ?, consumed_at = ?"
+                " WHERE execution_id = ? AND signal_id = ? AND seq = ?",
+                (step_id, now, execution_id, signal_id, seq),
+            )
+            result = '{"kind":"signal","payload":' + (payload or "null") + "}"
+            started = conn.execute(
+                "SELECT created_at FROM timers WHERE execution_id = ? AND kind = 'signal'"
+                " AND step_id = ?", (execution_id, step_id),
+            ).fetchone()
+            started_at = now if started is None else started[0]
+            conn.execute(
+                "INSERT INTO steps (execution_id, step_id, kind, seq, result, error, attempt,"
+                " started_at, completed_at) VALUES (?, ?, 'signal', ?, ?, NULL, ?, ?, ?)"
+                " ON CONFLICT (execution_id, step_id) DO UPDATE SET kind = excluded.kind,"
+                " seq = excluded.seq, result = excluded.result, error = NULL,"
+                " attempt = excluded.attempt, started_at = excluded.started_at,"
+                " completed_at = excluded.completed_at",
+                (execution_id, step_id, step_seq, result, attempt, started_at, now),
+            )
+            conn.execute(
+                "UPDATE timers SET state = 'cancelled' WHERE execution_id = ? AND kind = 'signal'"
+                " AND step_id = ? AND state = 'pending'", (execution_id, step_id),
+            )
+            self._add_audit(conn, txn, kind="signal_delivered", execution_id=execution_id,
+                            attempt=attempt,
+                            data={"step_id": step_id, "signal": signal_id, "seq": seq},
+                            now=now, audit=audit)
+            return StepRecord(step_id=step_id, kind="signal", result=json.loads(result),
+                              error=None, started_at=to_datetime(started_at),
+                              completed_at=to_datetime(now),
+                              duration_ms=round((now - started_at) * 1000.0, 3),
+                              attempt=attempt, seq=step_seq)
+
+        return self._write(job)
+
+    def park(
+        self, *, execution_id: str, worker_id: str, status: str, wakeups_seen: int,
+        timers: Sequence[NewTimer], attempt: int, now: float, audit: bool = True,
+    ) -> str:
+        """Record what the execution waits for and let it go. If something woke it while it
+        ran (a signal arrived, a timer fired), it goes back to ``pending`` instead."""
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> str:
+            row = conn.execute(
+                "SELECT status, wakeups, lease_owner FROM executions WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
+            if row is None or row[0] != "running" or row[2] != worker_id:
+                raise self._why_not_ours(conn, execution_id, worker_id)
+            for timer in timers:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO timers (kind, execution_id, step_id, signal_id,"
+                    " due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (timer.kind, execution_id, timer.step_id, timer.signal_id, timer.due_at,
+                     now),
+                )
+                if cur.rowcount != 1:
+                    continue
+                if timer.kind == "sleep":
+                    data: dict[str, Any] = {"step_id": timer.step_id,
+                                            "due_at": _iso(timer.due_at)}
+                    self._add_audit(conn, txn, kind="sleep_scheduled",
+                                    execution_id=execution_id, attempt=attempt, data=data,
+                                    now=now, audit=audit)
+                else:
+                    data = {"step_id": timer.step_id, "signal": timer.signal_id,
+                            "timeout_at": _iso(timer.due_at)}
+                    self._add_audit(conn, txn, kind="signal_waiting",
+                                    execution_id=execution_id, attempt=attempt, data=data,
+                                    now=now, audit=audit)
+            woken = int(row[1]) != wakeups_seen
+            if not woken and any(t.kind == "signal" for t in timers):
+                # a signal that arrived before this run looked for it is still buffered
+                for timer in timers:
+                    if timer.kind == "signal" and conn.execute(
+                        "SELECT 1 FROM signals WHERE execution_id = ? AND signal_id = ?"
+                        " AND consumed_by IS NULL LIMIT 1", (execution_id, timer.signal_id),
+                    ).fetchone():
+                        woken = True
+                        break
+            new_status = "pending" if woken else status
+            conn.execute(
+                "UPDATE executions SET status = ?, status_reason = NULL, lease_owner = NULL,"
+                " lease_until = NULL, updated_at = ? WHERE execution_id = ?",
+                (new_status, now, execution_id),
+            )
+            reason = "woken while running" if woken else f"parked: {status}"
+            self._status_change(conn, txn, execution_id=execution_id, attempt=attempt,
+                                old="running", new=new_status, reason=reason, now=now,
+                                audit=audit)
+            return new_status
+
+        return self._write(job)
+
+    def finish(
+        self, *, execution_id: str, worker_id: str, status: str, result_json: str | None,
+        error: ErrorInfo | None, reason: str | None, now: float, audit: bool = True,
+    ) -> bool:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> bool:
+            row = conn.execute(
+                "UPDATE executions SET status = ?, status_reason = ?, result = ?, error = ?,"
+                " lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE execution_id = ? AND lease_owner = ? AND status = 'running'"
+                " RETURNING attempt",
+                (status, reason, result_json, _error_json(error), now, execution_id,
+                 worker_id),
+            ).fetchone()
+            if row is None:
+                raise self._why_not_ours(conn, execution_id, worker_id)
+            conn.execute(
+                "UPDATE timers SET state = 'cancelled' WHERE execution_id = ?"
+                " AND state = 'pending'", (execution_id,),
+            )
+            self._status_change(conn, txn, execution_id=execution_id, attempt=int(row[0]),
+                                old="running", new=status, reason=reason, now=now, audit=audit)
+            return True
+
+        return self._write(job)
+
+    def schedule_retry(
+        self, *, execution_id: str, worker_id: str, error: ErrorInfo, due_at: float,
+        now: float, audit: bool = True,
+    ) -> bool:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> bool:
+            row = conn.execute(
+                "UPDATE executions SET status = 'retrying', status_reason = ?, error = ?,"
+                " lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE execution_id = ? AND lease_owner = ? AND status = 'running'"
+                " RETURNING attempt",
+                (f"attempt failed: {error.type}", _error_json(error), now, execution_id,
+                 worker_id),
+            ).fetchone()
+            if row is None:
+                raise self._why_not_ours(conn, execution_id, worker_id)
+            attempt = int(row[0])
+            conn.execute(
+                "UPDATE timers SET state = 'cancelled' WHERE execution_id = ?"
+                " AND state = 'pending' AND kind IN ('sleep', 'signal')", (execution_id,),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO timers (kind, execution_id, step_id, due_at, created_at)"
+                " VALUES ('retry', ?, ?, ?, ?)", (execution_id, str(attempt), due_at, now),
+            )
+            self._status_change(conn, txn, execution_id=execution_id, attempt=attempt,
+                                old="running", new="retrying",
+                                reason=f"attempt {attempt} failed: {error.type}: "
+                                       f"{error.message}"[:500],
+                                now=now, audit=audit)
+            return True
+
+        return self._write(job)
+
+    def release(self, execution_id: str, *, worker_id: str,
+                status_reason: str | None = None) -> None:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> None:
+            conn.execute(
+                "UPDATE executions SET lease_owner = NULL, lease_until = NULL,"
+                " status_reason = COALESCE(?, status_reason)"
+                " WHERE execution_id = ? AND lease_owner = ?",
+                (status_reason, execution_id, worker_id),
+            )
+
+        self._write(job)
+
+    def fire_due_timers(
+        self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
+        lease_until: float, limit: int, audit: bool = True,
+    ) -> list[Claim]:
+        """Fire every due execution timer (claimed by this transaction, so only one worker
+        acts on it) and claim the executions it wakes that this worker can run."""
+        loaded = set(workflow_ids)
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> list[Claim]:
+            due = conn.execute(
+                "SELECT timer_id, kind, execution_id, step_id, signal_id FROM timers"
+                " WHERE state = 'pending' AND due_at IS NOT NULL AND due_at <= ?"
+                " AND execution_id IS NOT NULL ORDER BY due_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            woken: list[str] = []
+            for timer_id, kind, execution_id, step_id, signal_id in due:
+                conn.execute("UPDATE timers SET state = 'fired' WHERE timer_id = ?", (timer_id,))
+                row = conn.execute(
+                    "SELECT status, attempt FROM executions WHERE execution_id = ?",
+                    (execution_id,),
+                ).fetchone()
+                if row is None or row[0] not in ACTIVE_STATUSES:
+                    continue
+                status, attempt = row
+                if kind == "timeout":
+                    self._time_out(conn, txn, execution_id, status, attempt, now, audit)
+                    continue
+                if kind in ("sleep", "signal"):
+                    seq = conn.execute(
+                        "UPDATE executions SET step_seq = step_seq + 1 WHERE execution_id = ?"
+                        " RETURNING step_seq", (execution_id,),
+                    ).fetchone()[0]
+                    started = conn.execute(
+                        "SELECT created_at FROM timers WHERE timer_id = ?", (timer_id,)
+                    ).fetchone()[0]
+                    result = None if kind == "sleep" else '{"kind":"timeout"}'
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO steps (execution_id, step_id, kind, seq, result,"
+                        " attempt, started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (execution_id, step_id, kind, seq, result, attempt, started, now),
+                    )
+                    if cur.rowcount == 1:
+                        audit_kind = "sleep_completed" if kind == "sleep" else "signal_timed_out"
+                        data: dict[str, Any] = {"step_id": step_id}
+                        if kind == "signal":
+                            data["signal"] = signal_id
+                        self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
+                                        attempt=attempt, data=data, now=now, audit=audit)
+                elif kind == "retry":
+                    conn.execute(
+                        "UPDATE executions SET attempt = attempt + 1 WHERE execution_id = ?"
+                        " AND status = 'retrying'", (execution_id,),
+                    )
+                conn.execute(
+                    "UPDATE executions SET wakeups = wakeups + 1 WHERE execution_id = ?",
+                    (execution_id,),
+                )
+                if status in PARKED_STATUSES:
+                    woken.append(execution_id)
+            return self._wake(conn, txn, woken, loaded=loaded, worker_id=worker_id, now=now,
+                              lease_until=lease_until, audit=audit)
+
+        return self._write(job)
+
+    def _wake(self, conn: sqlite3.Connection, txn: _Txn, execution_ids: list[str], *,
+              loaded: set[str], worker_id: str, now: float, lease_until: float,
+              audit: bool) -> list[Claim]:
+        """Parked executions whose wait is over: claim the ones we run, queue the others."""
+        claims: list[Claim] = []
+        for execution_id in dict.fromkeys(execution_ids):
+            row = conn.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
+            if row is None or row[2] not in PARKED_STATUSES:
+                continue
+            if row[1] in loaded:
+                claims.extend(self._claim_rows(conn, txn, [row], worker_id=worker_id, now=now,
+                                               lease_until=lease_until, reason="woken",
+                                               audit=audit))
+            else:
+                conn.execute(
+                    "UPDATE executions SET status = 'pending', updated_at = ?"
+                    " WHERE execution_id = ?", (now, execution_id),
+                )
+                self._status_change(conn, txn, execution_id=execution_id, attempt=row[4],
+                                    old=row[2], new="pending", reason="woken", now=now,
+                                    audit=audit)
+        return claims
+
+    def _time_out(self, conn: sqlite3.Connection, txn: _Txn, execution_id: str, status: str,
+                  attempt: int, now: float, audit: bool) -> None:
+        error = ErrorInfo("TimeoutError", "the execution ran past its timeout")
+        conn.execute(
+            "UPDATE executions SET status = 'failed', status_reason = 'timeout', error = ?,"
+            " updated_at = ? WHERE execution_id = ?",
+            (_error_json(error), now, execution_id),
+        )
+        conn.execute(
+            "UPDATE timers SET state = 'cancelled' WHERE execution_id = ? AND state = 'pending'",
+            (execution_id,),
+        )
+        self._status_change(conn, txn, execution_id=execution_id, attempt=attempt, old=status,
+                            new="failed", reason="timeout", now=now, audit=audit)
+
+    def next_due_at(self) -> float | None:
+        rows = self._read(
+            "SELECT min(due_at) FROM timers WHERE state = 'pending' AND due_at IS NOT NULL"
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def heartbeat(self, *, worker_id: str, real_now: float, lease_until: float) -> int:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+            conn.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?",
+                         (real_now, worker_id))
+            cur = conn.execute(
+                "UPDATE executions SET lease_until = ? WHERE lease_owner = ?",
+                (lease_until, worker_id),
+            )
+            return int(cur.rowcount)
+
+        return self._write(job)
+
+    def mark_unloaded(self, *, workflow_ids: Sequence[str], reason_prefix: str) -> int:
+        """Give queued executions of workflows no worker here runs a reason that says so."""
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+            marks = ",".join("?" * len(workflow_ids))
+            clause = f"AND workflow_id NOT IN ({marks})" if workflow_ids else ""
+            cur = conn.execute(
+                f"UPDATE executions SET status_reason = ? || workflow_id"
+                f" WHERE status IN ('pending', 'running') AND lease_owner IS NULL {clause}"
+                " AND (status_reason IS NULL OR status_reason != ? || workflow_id)",
+                (reason_prefix, *workflow_ids, reason_prefix),
+            )
+            return int(cur.rowcount)
+
+        return self._write(job)
+
+    # signals and cancellation ----------------------------------------------------------------
+    def append_signal(
+        self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
+    ) -> int:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+            row = conn.execute(
+                "SELECT status FROM executions WHERE execution_id = ?", (execution_id,)
+            ).fetchone()
+            if row is None:
+                raise ExecutionNotFound(execution_id)
+            status = row[0]
+            if status not in ACTIVE_STATUSES:
+                raise ExecutionNotActive(execution_id, "signal", status, ACTIVE_STATUSES)
+            seq = conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM signals"
+                " WHERE execution_id = ? AND signal_id = ?", (execution_id, signal_id),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO signals (execution_id, signal_id, seq, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?)", (execution_id, signal_id, seq, payload_json, now),
+            )
+            conn.execute(
+                "UPDATE executions SET wakeups = wakeups + 1 WHERE execution_id = ?",
+                (execution_id,),
+            )
+            if status == "waiting" and conn.execute(
+                "SELECT 1 FROM timers WHERE execution_id = ? AND kind = 'signal'"
+                " AND signal_id = ? AND state = 'pending' LIMIT 1", (execution_id, signal_id),
+            ).fetchone():
+                attempt = conn.execute(
+                    "UPDATE executions SET status = 'pending', updated_at = ?"
+                    " WHERE execution_id = ? RETURNING attempt", (now, execution_id),
+                ).fetchone()[0]
+                self._status_change(conn, txn, execution_id=execution_id, attempt=attempt,
+                                    old="waiting", new="pending",
+                                    reason=f"signal {signal_id}", now=now, audit=True)
+            return int(seq)
+
+        return self._write(job)
+
+    def cancel_execution(
+        self, execution_id: str, *, reason: str | None, now: float, audit: bool = True
+    ) -> Execution:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> Execution:
+            row = conn.execute(
+                "SELECT status, attempt FROM executions WHERE execution_id = ?", (execution_id,)
+            ).fetchone()
+            if row is None:
+                raise ExecutionNotFound(execution_id)
+            status, attempt = row
+            if status not in ACTIVE_STATUSES:
+                raise ExecutionNotActive(execution_id, "cancel", status, ACTIVE_STATUSES)
+            conn.execute(
+                "UPDATE executions SET status = 'cancelled', status_reason = ?, updated_at = ?"
+                " WHERE execution_id = ?", (reason or "cancelled", now, execution_id),
+            )
+            conn.execute(
+                "UPDATE timers SET state = 'cancelled' WHERE execution_id = ?"
+                " AND state = 'pending'", (execution_id,),
+            )
+            self._status_change(conn, txn, execution_id=execution_id, attempt=attempt,
+                                old=status, new="cancelled", reason=reason or "cancelled",
+                                now=now, audit=audit)
+            found = conn.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
+            return _execution(found)
+
+        return self._write(job)
+
+    # workers and workflows -------------------------------------------------------------------
+    def _lock_path(self, worker_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in worker_id)
+        return self._lock_dir / f"{safe}.lock"
+
+    def register_worker(self, *, worker_id: str, pid: int, hostname: str,
+                        real_now: float) -> None:
+        """Take this worker's kernel lock (released by the kernel when the process dies, even
+        by SIGKILL), then record the worker."""
+        self._lock_dir.mkdir(mode=0o700, exist_ok=True)
+        path = self._lock_path(worker_id)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"worker id {worker_id} is already in use") from exc
+        self._worker_locks[worker_id] = fd
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, pid, hostname, started_at,"
+                " heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+                (worker_id, pid, hostname, real_now, real_now),
+            )
+
+        self._write(job)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> None:
+            conn.execute(
+                "UPDATE executions SET lease_owner = NULL, lease_until = NULL"
+                " WHERE lease_owner = ?", (worker_id,),
+            )
+            conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+        self._write(job)
+        fd = self._worker_locks.pop(worker_id, None)
+        with contextlib.suppress(OSError):
+            self._lock_path(worker_id).unlink()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _worker_rows(self) -> list[WorkerInfo]:
+        rows = self._read(
+            "SELECT worker_id, pid, hostname, started_at, heartbeat_at FROM workers"
+            " ORDER BY started_at"
+        )
+        return [WorkerInfo(worker_id=r[0], pid=r[1], hostname=r[2],
+                           started_at=to_datetime(r[3]),  # type: ignore[arg-type]
+                           heartbeat_at=to_datetime(r[4]))  # type: ignore[arg-type]
+                for r in rows]
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return self._worker_rows()
+
+    def _is_alive(self, worker_id: str) -> bool:
+        if worker_id in self._worker_locks:
+            return True
+        path = self._lock_path(worker_id)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True  # its owner still holds it
+        finally:
+            os.close(fd)  # closing drops the lock we may have taken
+        return False
+
+    def live_workers(self) -> list[WorkerInfo]:
+        return [w for w in self._worker_rows() if self._is_alive(w.worker_id)]
+
+    def reap_dead_workers(self, *, real_now: float) -> int:
+        """Free the leases of workers whose process is gone; returns how many executions."""
+        freed = 0
+        for worker in self._worker_rows():
+            if self._is_alive(worker.worker_id):
+                continue
+            worker_id = worker.worker_id
+
+            def job(conn: sqlite3.Connection, txn: _Txn, worker_id: str = worker_id) -> int:
+                cur = conn.execute(
+                    "UPDATE executions SET lease_owner = NULL, lease_until = NULL"
+                    " WHERE lease_owner = ?", (worker_id,),
+                )
+                conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+                return int(cur.rowcount)
+
+            freed += self._write(job)
+            with contextlib.suppress(OSError):
+                self._lock_path(worker_id).unlink()
+            log.info("worker %s (pid %d) is gone; freed %d executions", worker_id, worker.pid,
+                     freed)
+        # leases held by no registered worker (e.g. a crash before registration finished)
+        return freed + self._free_orphan_leases()
+
+    def _free_orphan_leases(self) -> int:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+            cur = conn.execute(
+                "UPDATE executions SET lease_owner = NULL, lease_until = NULL"
+                " WHERE lease_owner IS NOT NULL"
+                " AND lease_owner NOT IN (SELECT worker_id FROM workers)"
+            )
+            return int(cur.rowcount)
+
+        return self._write(job)
+
+    def record_workflows(
+        self, *, worker_id: str, workflows: Sequence[tuple[str, str | None]], now: float
+    ) -> None:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> None:
+            conn.executemany(
+                "INSERT INTO workflows (workflow_id, alias, recorded_by, recorded_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET"
+                " alias = excluded.alias, recorded_by = excluded.recorded_by,"
+                " recorded_at = excluded.recorded_at",
+                [(wid, alias, worker_id, now) for wid, alias in workflows],
+            )
+
+        self._write(job)
+
+    def known_workflows(self) -> dict[str, str | None]:
+        return {wid: alias for wid, alias in
+                self._read("SELECT workflow_id, alias FROM workflows ORDER BY workflow_id")}
+
+    # helpers for tests and tools -------------------------------------------------------------
+    @contextlib.contextmanager
+    def raw_read(self) -> Iterator[sqlite3.Connection]:
+        """A read connection for tests and diagnostics."""
+        yield self._reader()
+
+
+def _iso(ts: float | None) -> str | None:
+    value = to_datetime(ts)
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
