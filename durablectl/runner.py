@@ -104,6 +104,8 @@ class Runner:
                     now=now, real_now=real_now, lease_until=self._lease_until(), limit=free,
                     audit=self.env.audit)
                 self._start_runs(claims)
+        if len(self.running) >= self.concurrency:
+            return None  # full: the next run to end wakes the loop
         return self.store.next_due_at()
 
     async def _housekeeping(self, real_now: float) -> None:
@@ -194,6 +196,8 @@ class Runner:
                         await asyncio.wait_for(self._wake_event.wait(), timeout)
                     except TimeoutError:
                         self._note_outside_writes()
+                else:
+                    await asyncio.sleep(0)  # due now: let running executions progress too
                 self._wake_event.clear()
         finally:
             unsubscribe()

@@ -144,7 +144,18 @@ class _GroupWriter:
                     stopping = True
                     break
                 batch.append(item)
-            self._store._run_batch(batch)
+            # a caller that gave up (its asyncio wrapper was cancelled) drops its job here;
+            # once running, a job's future can no longer be cancelled
+            batch = [job for job in batch if job[1].set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                self._store._run_batch(batch)
+            except BaseException:  # the writer thread must survive anything
+                log.exception("grouped writer: batch failed")
+                for _call, future in batch:
+                    if not future.done():
+                        future.set_exception(StorageError("the grouped writer failed"))
 
 
 class SqliteStore:
@@ -169,8 +180,15 @@ class SqliteStore:
         self._writer_lock = threading.Lock()
         self._closed = False
         self._create_private_file()
-        self._wconn = self._connect()
-        self._prepare_schema()
+        # configured only once the file is known to be ours: journal_mode = WAL rewrites the
+        # header of whatever file it is given
+        self._wconn = self._connect(configure=False)
+        try:
+            self._prepare_schema()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._wconn.close()  # and with it the -wal/-shm files it may have made
+            raise
 
     # connections -----------------------------------------------------------------------------
     def _create_private_file(self) -> None:
@@ -183,19 +201,30 @@ class SqliteStore:
             return
         os.close(fd)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, configure: bool = True) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout_ms / 1000.0)
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             raise IncompatibleDatabase(
                 f"{self.path} is not a durablectl database (SQLite says: {exc})"
             ) from exc
+        if configure:
+            self._configure(conn)
         return conn
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            raise IncompatibleDatabase(
+                f"{self.path} is not a durablectl database (SQLite says: {exc})"
+            ) from exc
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
@@ -212,11 +241,13 @@ class SqliteStore:
     def _prepare_schema(self) -> None:
         conn = self._wconn
         try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-            ).fetchone()[0]
+            # one statement, one snapshot: read separately, another process's first migration
+            # could commit in between and its tables look like another application's
+            app_id, version, tables = conn.execute(
+                "SELECT (SELECT application_id FROM pragma_application_id),"
+                " (SELECT user_version FROM pragma_user_version),"
+                " (SELECT count(*) FROM sqlite_master WHERE type = 'table')"
+            ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise IncompatibleDatabase(
                 f"{self.path} is not a durablectl database (SQLite says: {exc})"
@@ -236,6 +267,7 @@ class SqliteStore:
                 f"{self.path} has schema version {version}, newer than this durablectl "
                 f"understands ({LATEST_VERSION}); upgrade durablectl"
             )
+        self._configure(conn)
         for number in range(version + 1, LATEST_VERSION + 1):
             with self._wlock:
                 try:
@@ -324,6 +356,7 @@ class SqliteStore:
 
     def _run_batch_inline(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
         future: Future[T] = Future()
+        future.set_running_or_notify_cancel()
         self._run_batch([(partial(self._write, job), future)])
         return future.result()
 
@@ -716,9 +749,19 @@ class SqliteStore:
             if row is None or row[0] != "running" or row[2] != worker_id:
                 raise self._why_not_ours(conn, execution_id, worker_id)
             for timer in timers:
+                # A pending timer stands (a re-run keeps the first due time), and so does one
+                # whose step is stored (it fired while this run went on, from stale history).
+                # Any other belongs to a wait that ended without a step (a failed attempt
+                # cancelled it): this new wait arms it afresh.
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO timers (kind, execution_id, step_id, signal_id,"
-                    " due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO timers (kind, execution_id, step_id, signal_id,"
+                    " due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (execution_id, kind, step_id) DO UPDATE SET"
+                    " signal_id = excluded.signal_id, due_at = excluded.due_at,"
+                    " created_at = excluded.created_at, state = 'pending'"
+                    " WHERE timers.state != 'pending' AND NOT EXISTS (SELECT 1 FROM steps"
+                    " WHERE steps.execution_id = timers.execution_id"
+                    " AND steps.step_id = timers.step_id)",
                     (timer.kind, execution_id, timer.step_id, timer.signal_id, timer.due_at,
                      now),
                 )
