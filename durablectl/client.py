@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from durablectl import codec
-from durablectl.clock import Clock, SystemClock, seconds_of
+from durablectl.clock import Clock, SystemClock, monotonic, real_time, seconds_of
 from durablectl.definitions import Registry, Signal, Workflow
 from durablectl.errors import (
     ExecutionCancelled,
@@ -150,7 +150,7 @@ class DurableClient:
     def wait(self, execution_id: str, timeout: float | timedelta | None = None) -> Any:
         """Block until the execution finishes; polls with a short, growing interval."""
         limit = None if timeout is None else seconds_of(timeout)
-        started = time.monotonic()
+        started = monotonic()
         interval = 0.01
         while True:
             execution = self.store.get_execution(execution_id)
@@ -158,16 +158,16 @@ class DurableClient:
                 raise ExecutionNotFound(execution_id)
             if not execution.is_active:
                 return outcome_of(execution)
-            if limit is not None and time.monotonic() - started >= limit:
+            if limit is not None and monotonic() - started >= limit:
                 raise WaitTimedOut(execution_id, limit, execution.status)
             pause = interval if limit is None else min(
-                interval, max(0.0, limit - (time.monotonic() - started)))
+                interval, max(0.0, limit - (monotonic() - started)))
             time.sleep(pause)
             interval = min(interval * 1.5, 0.25)
 
     def recover(self) -> int:
         """Free the executions of workers that are gone, so a live worker takes them."""
-        return self.store.reap_dead_workers(real_now=time.time())
+        return self.store.reap_dead_workers(real_now=real_time())
 
 
 class DurableOperator:

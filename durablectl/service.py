@@ -12,7 +12,6 @@ import inspect
 import logging
 import os
 import socket
-import time
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -21,7 +20,7 @@ from typing import Any
 
 from durablectl import codec
 from durablectl.client import outcome_of, signal_id_of, start_arguments
-from durablectl.clock import Clock, SystemClock, seconds_of
+from durablectl.clock import Clock, SystemClock, monotonic, real_time, seconds_of
 from durablectl.context import IMPLICIT_POLICIES
 from durablectl.definitions import Event, Registry, Signal, Workflow
 from durablectl.errors import (
@@ -91,7 +90,7 @@ class DurableService:
         self._loop = asyncio.get_running_loop()
         self._remove_listener = self.store.add_commit_listener(self._on_commit)
         self.store.register_worker(worker_id=self.worker_id, pid=os.getpid(),
-                                   hostname=socket.gethostname(), real_now=time.time())
+                                   hostname=socket.gethostname(), real_now=real_time())
         self.store.record_workflows(
             worker_id=self.worker_id,
             workflows=[(wf.id, wf.alias) for wf in self.registry.all()],
@@ -140,7 +139,7 @@ class DurableService:
     async def wait(self, execution_id: str, timeout: float | timedelta | None = None) -> Any:
         """The result of the execution once it finishes; raises as ``execute`` does."""
         limit = None if timeout is None else seconds_of(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        deadline = None if limit is None else monotonic() + limit
         loop = asyncio.get_running_loop()
         while True:
             future: asyncio.Future[None] = loop.create_future()
@@ -151,7 +150,7 @@ class DurableService:
                     raise ExecutionNotFound(execution_id)
                 if not execution.is_active:
                     return outcome_of(execution)
-                pause = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                pause = 0.5 if deadline is None else min(0.5, deadline - monotonic())
                 if pause <= 0:
                     raise WaitTimedOut(execution_id, float(limit or 0), execution.status)
                 # re-read after the pause: another process may have finished it
@@ -201,7 +200,7 @@ class DurableService:
 
     async def recover(self) -> int:
         """Free the executions of dead workers so that live ones (this one first) run them."""
-        freed = self.store.reap_dead_workers(real_now=time.time())
+        freed = self.store.reap_dead_workers(real_now=real_time())
         self.store.mark_unloaded(workflow_ids=self.registry.ids(),
                                  reason_prefix="workflow not loaded: ")
         self.runner.wake()

@@ -77,7 +77,7 @@ def test_alias_resolves_once_at_start_to_the_concrete_id(store: SqliteStore) -> 
 def test_unknown_workflow_is_refused_and_nothing_is_stored(store: SqliteStore) -> None:
     async def main() -> None:
         async with DurableService(store, [echo]) as service:
-            with pytest.raises(WorkflowNotFound, match="svc.nope"):
+            with pytest.raises(WorkflowNotFound, match=r"svc\.nope"):
                 await service.start_execution("svc.nope")
     run(main())
     assert store.list_executions() == []

@@ -18,13 +18,14 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from durablectl.clock import to_datetime
+from durablectl.clock import monotonic, to_datetime
 from durablectl.errors import (
     DurableError,
     ExecutionCancelled,
@@ -127,6 +128,14 @@ class _GroupWriter:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        # a job that raced with close() would otherwise wait for ever
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1].set_exception(StorageError(f"the store for {self._store.path} is closed"))
 
     def _loop(self) -> None:
         stopping = False
@@ -215,13 +224,27 @@ class SqliteStore:
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL while another process does the same can answer "locked"
+        # at once, without the busy handler (SQLite avoids a lock-upgrade deadlock that way):
+        # retry it for up to busy_timeout.
+        give_up = monotonic() + self.busy_timeout_ms / 1000.0
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            while True:
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    text = str(exc)
+                    if ("locked" not in text and "busy" not in text) or monotonic() > give_up:
+                        raise
+                    time.sleep(0.005)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._storage_error(exc) from exc
             raise IncompatibleDatabase(
                 f"{self.path} is not a durablectl database (SQLite says: {exc})"
             ) from exc
@@ -331,6 +354,8 @@ class SqliteStore:
 
     def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run a write method of this store in the next grouped commit."""
+        if self._closed:
+            raise StorageError(f"the store for {self.path} is closed")
         writer = self._writer
         if writer is None:
             with self._writer_lock:
