@@ -12,13 +12,14 @@ import asyncio
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from durablectl import codec
+from durablectl.bridge import FutureBridge
 from durablectl.clock import Clock, seconds_of
 from durablectl.definitions import Branch, Event, Signal
 from durablectl.errors import (
@@ -85,6 +86,14 @@ class RunEnv:
     max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES
     publish: Callable[[Event, Any], None] = lambda event, payload: None
     warned_implicit: set[str] = field(default_factory=set)
+    _bridge: FutureBridge | None = None
+
+    def write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        """A store write in the next grouped commit, awaitable from the event loop."""
+        bridge = self._bridge
+        if bridge is None or bridge.loop is not asyncio.get_running_loop():
+            bridge = self._bridge = FutureBridge(self.store, asyncio.get_running_loop())
+        return bridge.call(method, *args, **kwargs)
 
 
 async def call_user(fn: Callable[..., Any], executor: Executor, *args: Any) -> Any:
@@ -201,7 +210,7 @@ class WorkflowContext:
 
     async def _write(self, method: Callable[..., T], /, **kwargs: Any) -> T:
         try:
-            return await asyncio.wrap_future(self._env.store.submit(method, **kwargs))
+            return await self._env.write(method, **kwargs)
         except (LeaseLost, ExecutionCancelled, ExecutionFailed) as exc:
             raise self._abort(Abort(str(exc), exc)) from exc
         except DurableError as exc:

@@ -111,7 +111,7 @@ async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: Wo
               "audit": env.audit}
     if ctx.fatal is not None:
         info = error_info(ctx.fatal)
-        await _submit(store.finish, status="failed", result_json=None, error=info,
+        await env.write(store.finish, status="failed", result_json=None, error=info,
                       reason=f"{info.type}: {info.message}"[:500], **common)
         return RunOutcome(execution_id, "failed", info.message)
     if outcome_kind == "completed":
@@ -120,21 +120,21 @@ async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: Wo
                                 max_bytes=env.max_payload_bytes)
         except PayloadError as exc:
             info = error_info(exc)
-            await _submit(store.finish, status="failed", result_json=None, error=info,
+            await env.write(store.finish, status="failed", result_json=None, error=info,
                           reason="result is not JSON", **common)
             return RunOutcome(execution_id, "failed", info.message)
-        await _submit(store.finish, status="completed", result_json=text, error=None,
+        await env.write(store.finish, status="completed", result_json=text, error=None,
                       reason=None, **common)
         return RunOutcome(execution_id, "completed")
     if outcome_kind == "parked":
         waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
         status = "waiting" if waits_signal else "sleeping"
-        new_status = await _submit(store.park, status=status, wakeups_seen=claim.wakeups,
+        new_status = await env.write(store.park, status=status, wakeups_seen=claim.wakeups,
                                    timers=ctx.park_requests, attempt=ctx.attempt, **common)
         return RunOutcome(execution_id, new_status)
     if outcome_kind == "compensation_failed":
         assert isinstance(failure, CompensationFailed)
-        await _submit(store.finish, status="compensation_failed", result_json=None,
+        await env.write(store.finish, status="compensation_failed", result_json=None,
                       error=failure.error, reason=str(failure)[:500], **common)
         return RunOutcome(execution_id, "compensation_failed", str(failure))
     assert failure is not None
@@ -142,20 +142,13 @@ async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: Wo
     retryable = not isinstance(failure, DurableError) or isinstance(failure, StepFailed)
     if retryable and execution.attempt < execution.max_attempts:
         delay = workflow.retry_backoff ** execution.attempt
-        await _submit(store.schedule_retry, error=info, due_at=now + delay,
-                      **{k: v for k, v in common.items()})
+        await env.write(store.schedule_retry, error=info, due_at=now + delay,
+                      **common)
         return RunOutcome(execution_id, "retrying", info.message)
-    await _submit(store.finish, status="failed", result_json=None, error=info,
+    await env.write(store.finish, status="failed", result_json=None, error=info,
                   reason=f"{info.type}: {info.message}"[:500], **common)
     return RunOutcome(execution_id, "failed", info.message)
 
 
 def _describe_failure(failure: BaseException) -> ErrorInfo:
     return error_info(failure)
-
-
-async def _submit(method: Any, **kwargs: Any) -> Any:
-    import asyncio
-
-    store = method.__self__
-    return await asyncio.wrap_future(store.submit(method, **kwargs))

@@ -79,7 +79,7 @@ class Runner:
         return real_time() + self.lease_seconds
 
     async def _submit(self, method: Any, **kwargs: Any) -> Any:
-        return await asyncio.wrap_future(self.store.submit(method, **kwargs))
+        return await self.env.write(method, **kwargs)
 
     async def tick(self) -> float | None:
         """One pass; returns the clock time of the next due timer (None: nothing scheduled)."""

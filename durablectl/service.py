@@ -119,7 +119,7 @@ class DurableService:
 
     # starting and waiting --------------------------------------------------------------------
     async def _write(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.wrap_future(self.store.submit(method, *args, **kwargs))
+        return await self.runner.env.write(method, *args, **kwargs)
 
     async def start_execution(self, workflow: Workflow | str, input: Any = None, *,
                               idempotency_key: str | None = None,

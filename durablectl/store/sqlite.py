@@ -134,7 +134,7 @@ class _GroupWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None:
+            if item is not None and item[1].set_running_or_notify_cancel():
                 item[1].set_exception(StorageError(f"the store for {self._store.path} is closed"))
 
     def _loop(self) -> None:
@@ -313,12 +313,13 @@ class SqliteStore:
                 log.info("migrated %s to schema version %d", self.path, number)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        writer = self._writer
+        with self._writer_lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer
         if writer is not None:
-            writer.stop()
-        self._closed = True
+            writer.stop()  # runs what was submitted before, fails anything after
         for fd in self._worker_locks.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -354,17 +355,12 @@ class SqliteStore:
 
     def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run a write method of this store in the next grouped commit."""
-        if self._closed:
-            raise StorageError(f"the store for {self.path} is closed")
-        writer = self._writer
-        if writer is None:
-            with self._writer_lock:
-                if self._closed:
-                    raise StorageError(f"the store for {self.path} is closed")
-                if self._writer is None:
-                    self._writer = _GroupWriter(self)
-                writer = self._writer
-        return writer.submit(partial(method, *args, **kwargs))
+        with self._writer_lock:  # so that close() cannot strand a job in a stopped queue
+            if self._closed:
+                raise StorageError(f"the store for {self.path} is closed")
+            if self._writer is None:
+                self._writer = _GroupWriter(self)
+            return self._writer.submit(partial(method, *args, **kwargs))
 
     def _write(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
         txn: _Txn | None = getattr(self._local, "txn", None)
@@ -374,7 +370,8 @@ class SqliteStore:
             raise StorageError(f"the store for {self.path} is closed")
         writer = self._writer
         if writer is not None and threading.current_thread() is not writer._thread:
-            return writer.submit(partial(self._write, job)).result()
+            future: Future[T] = self.submit(self._write, job)
+            return future.result()
         with self._wlock:
             result = self._run_batch_inline(job)
         return result
@@ -386,48 +383,24 @@ class SqliteStore:
         return future.result()
 
     def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
-        """One transaction for the batch; each job in a savepoint; futures resolved after
-        COMMIT, in order, so a later write is never reported durable before an earlier one."""
-        conn = self._wconn
-        outcomes: list[tuple[bool, Any]] = []
-        announced: list[AuditEntry] = []
+        """One transaction for the batch; futures resolved after COMMIT, in order, so a later
+        write is never reported durable before an earlier one.
+
+        Jobs first run back to back (cheap: no per-job statements). If one raises, the
+        transaction is rolled back and the batch runs again with each job in a SAVEPOINT, so
+        the failing job rolls back alone. Jobs are functions of their arguments and the
+        database, so running one twice is safe."""
         with self._wlock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                error = self._storage_error(exc)
-                for _call, future in batch:
-                    future.set_exception(error)
-                return
-            try:
-                for call, _future in batch:
-                    txn = _Txn()
-                    self._local.txn = txn
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        value = call()
-                    except BaseException as exc:
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        outcomes.append((False, self._wrap(exc)))
-                    else:
-                        conn.execute("RELEASE job")
-                        outcomes.append((True, value))
-                        announced.extend(txn.entries)
-                    finally:
-                        self._local.txn = None
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                failure = self._wrap(exc)
-                for _call, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                return
-        for (_call, future), (ok, value) in zip(batch, outcomes, strict=True):
+            outcomes = self._attempt_batch(batch, isolated=False)
+            if outcomes is None:
+                outcomes = self._attempt_batch(batch, isolated=True)
+        if outcomes is None:  # pragma: no cover - the isolated pass always decides
+            return
+        announced: list[AuditEntry] = []
+        for (_call, future), (ok, value, entries) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
+                announced.extend(entries)
             else:
                 future.set_exception(value)
         if announced:
@@ -436,6 +409,52 @@ class SqliteStore:
                     listener(announced)
                 except Exception:  # a listener never breaks a write
                     log.exception("commit listener failed")
+
+    def _attempt_batch(
+        self, batch: list[tuple[Callable[[], Any], Future[Any]]], *, isolated: bool
+    ) -> list[tuple[bool, Any, list[AuditEntry]]] | None:
+        """Run the batch in one transaction. Returns the outcomes once committed (a failed
+        BEGIN or COMMIT fails every job); None when a job failed in the non-isolated pass."""
+        conn = self._wconn
+        outcomes: list[tuple[bool, Any, list[AuditEntry]]] = []
+        single = len(batch) == 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = self._storage_error(exc)
+            return [(False, error, []) for _ in batch]
+        try:
+            for call, _future in batch:
+                txn = _Txn()
+                self._local.txn = txn
+                if isolated:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    value = call()
+                except BaseException as exc:
+                    if not isolated and not single:
+                        conn.execute("ROLLBACK")
+                        return None
+                    if isolated:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    outcomes.append((False, self._wrap(exc), []))
+                else:
+                    if isolated:
+                        conn.execute("RELEASE job")
+                    outcomes.append((True, value, txn.entries))
+                finally:
+                    self._local.txn = None
+            if single and not outcomes[0][0]:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failure = self._wrap(exc)
+            return [(False, failure, []) for _ in batch]
+        return outcomes
 
     def _wrap(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.Error):
