@@ -32,6 +32,7 @@ from durablectl.errors import (
     StepFailed,
     StepIdError,
 )
+from durablectl.history import HistoryCache
 from durablectl.model import ErrorInfo, SignalResult, StepRecord
 from durablectl.store.base import History, NewTimer, Store
 
@@ -86,7 +87,17 @@ class RunEnv:
     max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES
     publish: Callable[[Event, Any], None] = lambda event, payload: None
     warned_implicit: set[str] = field(default_factory=set)
+    histories: HistoryCache | None = None
     _bridge: FutureBridge | None = None
+
+    def load_history(self, execution_id: str) -> History:
+        if self.histories is None:
+            return self.store.load_history(execution_id)
+        return self.histories.load(execution_id)
+
+    def forget(self, execution_id: str) -> None:
+        if self.histories is not None:
+            self.histories.discard(execution_id)
 
     def write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
         """A store write in the next grouped commit, awaitable from the event loop."""

@@ -57,7 +57,7 @@ async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
                         ctx_hook: Any = None) -> RunOutcome:
     """Replay the execution from its stored history and record the outcome."""
     execution = claim.execution
-    history = env.store.load_history(execution.execution_id)
+    history = env.load_history(execution.execution_id)
     ctx = WorkflowContext(env, execution_id=execution.execution_id,
                           workflow_id=execution.workflow_id, attempt=execution.attempt,
                           history=history)
@@ -94,7 +94,10 @@ async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
         await ctx.drain()
     except BaseException:  # pragma: no cover - drain only waits on an event
         log.exception("execution %s: waiting for running steps failed", execution.execution_id)
-    return await _record_outcome(env, workflow, claim, ctx, outcome_kind, result, failure)
+    outcome = await _record_outcome(env, workflow, claim, ctx, outcome_kind, result, failure)
+    if outcome.status not in ("sleeping", "waiting", "pending", "retrying"):
+        env.forget(execution.execution_id)
+    return outcome
 
 
 async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: WorkflowContext,

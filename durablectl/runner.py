@@ -18,6 +18,7 @@ from durablectl.clock import Clock, real_time
 from durablectl.context import RunEnv, WorkflowContext
 from durablectl.definitions import Registry
 from durablectl.engine import RunOutcome, run_execution
+from durablectl.history import HistoryCache
 from durablectl.store.base import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Runner:
     def __init__(self, store: Store, registry: Registry, *, worker_id: str, clock: Clock,
                  concurrency: int = 100, lease_seconds: float = 30.0, audit: bool = True,
                  implicit_step_ids: str = "allow", max_payload_bytes: int = 1_048_576,
+                 cache_size: int = 1000,
                  publish: Callable[[Any, Any], None] | None = None) -> None:
         self.store = store
         self.registry = registry
@@ -45,7 +47,8 @@ class Runner:
                           executor=self._executor, audit=audit,
                           implicit_step_ids=implicit_step_ids,
                           max_payload_bytes=max_payload_bytes,
-                          publish=publish or (lambda event, payload: None))
+                          publish=publish or (lambda event, payload: None),
+                          histories=HistoryCache(store, cache_size))
         self.running: dict[str, asyncio.Task[RunOutcome]] = {}
         self.contexts: dict[str, WorkflowContext] = {}
         self.outcome_listeners: list[Callable[[RunOutcome], None]] = []

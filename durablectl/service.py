@@ -67,7 +67,8 @@ class DurableService:
         self.runner = Runner(store, self.registry, worker_id=self.worker_id, clock=self.clock,
                              concurrency=concurrency, lease_seconds=lease_seconds, audit=audit,
                              implicit_step_ids=implicit_step_ids,
-                             max_payload_bytes=max_payload_bytes, publish=self._publish)
+                             max_payload_bytes=max_payload_bytes, cache_size=cache_size,
+                             publish=self._publish)
         self._handlers: dict[str, list[Handler]] = {}
         self._handler_tasks: set[asyncio.Future[None]] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}

@@ -46,6 +46,8 @@ class History:
 
     steps: dict[str, StepRecord] = field(default_factory=dict)
     timers: dict[tuple[str, str], float | None] = field(default_factory=dict)
+    step_count: int = 0  # all stored steps of the execution, even when ``steps`` is a delta
+    max_seq: int = 0
 
 
 class Store(Protocol):
@@ -80,7 +82,7 @@ class Store(Protocol):
         self, execution_id: str, *, limit: int | None = None, offset: int = 0
     ) -> list[AuditEntry]: ...
 
-    def load_history(self, execution_id: str) -> History: ...
+    def load_history(self, execution_id: str, *, after_seq: int = 0) -> History: ...
 
     # running ---------------------------------------------------------------------------------
     def claim_ready(

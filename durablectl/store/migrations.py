@@ -54,6 +54,7 @@ MIGRATIONS: list[list[str]] = [
             completed_at REAL,
             PRIMARY KEY (execution_id, step_id)
         ) WITHOUT ROWID""",
+        "CREATE INDEX steps_seq ON steps(execution_id, seq)",
         """CREATE TABLE signals (
             execution_id TEXT NOT NULL REFERENCES executions(execution_id) ON DELETE CASCADE,
             signal_id TEXT NOT NULL,

@@ -588,12 +588,15 @@ class SqliteStore:
         )
         return [_audit(row) for row in rows]
 
-    def load_history(self, execution_id: str) -> History:
+    def load_history(self, execution_id: str, *, after_seq: int = 0) -> History:
+        """Steps (only those recorded after ``after_seq``, for a cached history) and pending
+        timers, with the total step count so a cache can tell it missed a change."""
         history = History()
         reader = self._reader()
         try:
             for row in reader.execute(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ?", (execution_id,)
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ? AND seq > ?",
+                (execution_id, after_seq),
             ):
                 record = _step(row)
                 history.steps[record.step_id] = record
@@ -602,8 +605,14 @@ class SqliteStore:
                 " WHERE execution_id = ? AND state = 'pending'", (execution_id,)
             ):
                 history.timers[(kind, step_id)] = due_at
+            count, max_seq = reader.execute(
+                "SELECT count(*), coalesce(max(seq), 0) FROM steps WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
         except sqlite3.Error as exc:
             raise self._storage_error(exc) from exc
+        history.step_count = int(count)
+        history.max_seq = int(max_seq)
         return history
 
     # running ---------------------------------------------------------------------------------
@@ -1137,15 +1146,17 @@ class SqliteStore:
                         real_now: float) -> None:
         """Take this worker's kernel lock (released by the kernel when the process dies, even
         by SIGKILL), then record the worker."""
-        self._lock_dir.mkdir(mode=0o700, exist_ok=True)
-        path = self._lock_path(worker_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StorageError(f"worker id {worker_id} is already in use") from exc
-        self._worker_locks[worker_id] = fd
+        # Held already when a grouped batch runs this again (a neighbour failed): keep it.
+        if worker_id not in self._worker_locks:
+            self._lock_dir.mkdir(mode=0o700, exist_ok=True)
+            path = self._lock_path(worker_id)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                raise StorageError(f"worker id {worker_id} is already in use") from exc
+            self._worker_locks[worker_id] = fd
 
         def job(conn: sqlite3.Connection, txn: _Txn) -> None:
             conn.execute(

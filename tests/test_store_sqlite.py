@@ -1,0 +1,394 @@
+"""What only the SQLite store promises: the file, its pragmas, refusing files that are not ours,
+migrations, and the grouped writer's batches (the shared contract is test_store_contract.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durablectl.errors import IncompatibleDatabase, LeaseLost, StorageError
+from durablectl.model import AuditEntry
+from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION
+from durablectl.store.sqlite import SqliteStore
+
+T0 = 1_900_000_000.0
+R0 = 1_800_000_000.0
+WF = "orders.v1"
+
+
+def create(store: SqliteStore, execution_id: str, input_json: str | None = None) -> None:
+    store.create_execution(execution_id=execution_id, workflow_id=WF, input_json=input_json,
+                           max_attempts=3, retry_backoff=2.0, now=T0)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file in the folder with the hash of its bytes."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """A usual umask, so that a file created without an explicit mode would be 0644."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+# a fresh file ----------------------------------------------------------------------------------
+def test_a_fresh_file_is_marked_and_configured(db_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        assert store.pragma("application_id") == APPLICATION_ID
+        assert store.pragma("user_version") == LATEST_VERSION
+        assert store.pragma("journal_mode") == "wal"
+        assert store.pragma("synchronous") == 2  # FULL
+        assert store.pragma("busy_timeout") == 5000
+        assert store.pragma("foreign_keys") == 1
+        with store.raw_read() as reader:  # every connection, readers too
+            assert reader.execute("PRAGMA synchronous").fetchone()[0] == 2
+            assert reader.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+            assert reader.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    plain = sqlite3.connect(db_path)
+    try:  # the marks are in the file, not only in the connection
+        assert plain.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert plain.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        plain.close()
+
+
+def test_synchronous_and_busy_timeout_follow_the_configuration(db_path: Path) -> None:
+    with SqliteStore(db_path, synchronous="normal", busy_timeout_ms=1234) as store:
+        assert store.synchronous == "NORMAL"
+        assert store.pragma("synchronous") == 1
+        assert store.pragma("busy_timeout") == 1234
+        with store.raw_read() as reader:
+            assert reader.execute("PRAGMA synchronous").fetchone()[0] == 1
+            assert reader.execute("PRAGMA busy_timeout").fetchone()[0] == 1234
+
+
+def test_an_unknown_synchronous_setting_is_refused(db_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteStore(db_path, synchronous="SOMETIMES")
+    assert not db_path.exists()
+
+
+def test_the_database_and_its_companions_are_private(db_path: Path, umask_022: None) -> None:
+    with SqliteStore(db_path) as store:
+        create(store, "ex-1")
+        store.register_worker(worker_id="w1", pid=os.getpid(), hostname="box", real_now=R0)
+        assert mode(db_path) == 0o600
+        for suffix in ("-wal", "-shm"):
+            companion = db_path.with_name(db_path.name + suffix)
+            assert companion.exists() and mode(companion) == 0o600
+        workers = db_path.with_name(db_path.name + ".workers")
+        assert mode(workers) == 0o700
+        [lock] = list(workers.iterdir())
+        assert lock.name == "w1.lock" and mode(lock) == 0o600
+        store.unregister_worker("w1")
+        assert list(workers.iterdir()) == []
+
+
+def test_input_is_stored_as_json_text(store: SqliteStore) -> None:
+    create(store, "ex-1", '{"id": 7}')
+    with store.raw_read() as reader:
+        kind, text = reader.execute(
+            "SELECT typeof(input), input FROM executions WHERE execution_id = 'ex-1'"
+        ).fetchone()
+    assert (kind, text) == ("text", '{"id": 7}')
+
+
+def test_an_empty_file_is_initialised(db_path: Path) -> None:
+    db_path.write_bytes(b"")
+    with SqliteStore(db_path) as store:
+        assert store.pragma("user_version") == LATEST_VERSION
+        create(store, "ex-1")
+
+
+# files that are not ours -----------------------------------------------------------------------
+def refused(path: Path, *phrases: str) -> None:
+    """Opening ``path`` raises IncompatibleDatabase naming the file and leaves the folder as
+    it was, byte for byte."""
+    before = snapshot(path.parent)
+    with pytest.raises(IncompatibleDatabase) as error:
+        SqliteStore(path)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    for phrase in phrases:
+        assert phrase in message
+    assert error.value.exit_code == 6
+    assert snapshot(path.parent) == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("shopping list: eggs, milk\n" * 200)
+    refused(path, "not a durablectl database")
+
+
+def test_a_sqlite_file_of_another_application_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE contacts (name TEXT)")
+    conn.execute("INSERT INTO contacts VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    refused(path, "another application", "no durablectl marker")
+    conn = sqlite3.connect(path)
+    try:  # still a rollback-journal file with its data
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("SELECT name FROM contacts").fetchall() == [("ada",)]
+    finally:
+        conn.close()
+
+
+def test_a_sqlite_file_with_another_application_id_is_refused_untouched(
+        tmp_path: Path) -> None:
+    path = tmp_path / "marked.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    refused(path, "another application", "0x4d2")
+
+
+def test_a_database_of_a_newer_version_is_refused_untouched(db_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        create(store, "ex-1")
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    refused(db_path, f"schema version {LATEST_VERSION + 1}", "newer", "upgrade durablectl")
+
+
+# reopening and migrations ----------------------------------------------------------------------
+def test_reopening_keeps_the_data(db_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        create(store, "ex-1", '{"n": 1}')
+        store.record_workflows(worker_id="w1", workflows=[(WF, "orders")], now=T0)
+    with SqliteStore(db_path) as store:
+        found = store.get_execution("ex-1")
+        assert found is not None and found.input == {"n": 1}
+        assert store.known_workflows() == {WF: "orders"}
+        assert store.pragma("user_version") == LATEST_VERSION
+
+
+def test_migrations_are_idempotent(db_path: Path) -> None:
+    def schema() -> list[Any]:
+        conn = sqlite3.connect(db_path)
+        try:
+            return conn.execute(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        finally:
+            conn.close()
+
+    with SqliteStore(db_path) as store:
+        create(store, "ex-1")
+        first = schema()
+        store._prepare_schema()  # running the steps again changes nothing
+        assert schema() == first
+    with SqliteStore(db_path) as store:
+        assert schema() == first
+        assert [e.execution_id for e in store.list_executions()] == ["ex-1"]
+
+
+def test_a_marked_file_at_version_zero_is_migrated(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.commit()
+    conn.close()
+    with SqliteStore(db_path) as store:
+        assert store.pragma("user_version") == LATEST_VERSION
+        create(store, "ex-1")
+
+
+def test_stores_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Openers race on the first migration and the switch to WAL: none may mistake another's
+    half-seen schema for another application's tables, or give up on a momentary lock. (A
+    race: each round catches a regression only sometimes, so there are many rounds.)"""
+    errors: list[BaseException] = []
+
+    def open_store(path: Path, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            SqliteStore(path).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    for round_ in range(60):
+        path = tmp_path / f"race-{round_}.db"
+        barrier = threading.Barrier(4)
+        threads = [threading.Thread(target=open_store, args=(path, barrier)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        assert errors == []
+        with SqliteStore(path) as store:
+            assert store.pragma("user_version") == LATEST_VERSION
+
+
+# locking and the writer ------------------------------------------------------------------------
+def test_a_write_blocked_past_busy_timeout_is_a_storage_error(db_path: Path) -> None:
+    with SqliteStore(db_path, busy_timeout_ms=50) as store:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StorageError, match="locked"):
+                create(store, "ex-1")
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        create(store, "ex-1")  # the store is fine once the lock is gone
+        assert store.get_execution("ex-1") is not None
+
+
+def test_a_closed_store_refuses_work(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    store.close()
+    with pytest.raises(StorageError):
+        create(store, "ex-1")
+    with pytest.raises(StorageError):
+        store.submit(store.create_execution, execution_id="ex-1", workflow_id=WF,
+                     input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+    store.close()  # twice is fine
+
+
+def test_a_closed_store_fails_grouped_writes_instead_of_hanging(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    store.submit(store.create_execution, execution_id="ex-1", workflow_id=WF,
+                 input_json=None, max_attempts=3, retry_backoff=2.0, now=T0).result(timeout=5)
+    store.close()  # the writer thread is gone now
+    with pytest.raises(StorageError, match="closed"):
+        store.submit(store.create_execution, execution_id="ex-2", workflow_id=WF,
+                     input_json=None, max_attempts=3, retry_backoff=2.0,
+                     now=T0).result(timeout=2)
+
+
+def hold_writer(store: SqliteStore) -> tuple[threading.Event, Future[Any]]:
+    """Occupy the writer thread so that what is submitted next lands in one batch."""
+    started, gate = threading.Event(), threading.Event()
+
+    def block() -> None:
+        started.set()
+        assert gate.wait(5)
+
+    blocker = store.submit(block)
+    assert started.wait(5)
+    return gate, blocker
+
+
+def test_a_failing_job_rolls_back_alone_within_one_batch(store: SqliteStore) -> None:
+    batches: list[list[AuditEntry]] = []
+    store.add_commit_listener(batches.append)
+    gate, blocker = hold_writer(store)
+
+    def half_done() -> None:
+        create(store, "ex-half")  # joins the batch, then the job fails
+        raise LeaseLost("ex-half", "w1")
+
+    good_one = store.submit(store.create_execution, execution_id="ex-1", workflow_id=WF,
+                            input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+    bad = store.submit(half_done)
+    good_two = store.submit(store.create_execution, execution_id="ex-2", workflow_id=WF,
+                            input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+    gate.set()
+    blocker.result(timeout=5)
+    assert good_one.result(timeout=5) == ("ex-1", True)
+    with pytest.raises(LeaseLost):
+        bad.result(timeout=5)
+    assert good_two.result(timeout=5) == ("ex-2", True)
+    assert store.get_execution("ex-half") is None
+    assert store.get_execution("ex-1") is not None and store.get_execution("ex-2") is not None
+    # one commit for the three jobs, announcing only what committed
+    assert [[e.execution_id for e in batch] for batch in batches] == [["ex-1", "ex-2"]]
+
+
+def test_a_failed_commit_fails_every_job_of_the_batch(store: SqliteStore) -> None:
+    gate, blocker = hold_writer(store)
+
+    def orphan_step() -> None:
+        # a foreign key checked at COMMIT: the commit itself fails
+        def job(conn: sqlite3.Connection, txn: Any) -> None:
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute("INSERT INTO steps (execution_id, step_id, kind, seq, attempt)"
+                         " VALUES ('missing', 's', 'step', 1, 1)")
+
+        store._write(job)
+
+    first = store.submit(store.create_execution, execution_id="ex-1", workflow_id=WF,
+                         input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+    breaking = store.submit(orphan_step)
+    gate.set()
+    blocker.result(timeout=5)
+    for future in (first, breaking):
+        with pytest.raises(StorageError):
+            future.result(timeout=5)
+    assert store.get_execution("ex-1") is None
+    create(store, "ex-1")  # the next batch commits normally
+    assert store.get_execution("ex-1") is not None
+
+
+def test_grouped_writes_commit_in_submission_order(store: SqliteStore) -> None:
+    gate, blocker = hold_writer(store)
+    futures = [store.submit(store.create_execution, execution_id=f"ex-{i}", workflow_id=WF,
+                            input_json=None, max_attempts=3, retry_backoff=2.0, now=T0 + i)
+               for i in range(20)]
+    gate.set()
+    blocker.result(timeout=5)
+    assert [f.result(timeout=5) for f in futures] == [(f"ex-{i}", True) for i in range(20)]
+    with store.raw_read() as reader:
+        seqs = [row[0] for row in reader.execute(
+            "SELECT execution_id FROM audit ORDER BY seq").fetchall()]
+    assert seqs == [f"ex-{i}" for i in range(20)]
+
+
+def test_a_direct_write_waits_for_the_writer_thread(store: SqliteStore) -> None:
+    gate, blocker = hold_writer(store)
+    done = threading.Event()
+
+    def direct() -> None:
+        create(store, "ex-direct")
+        done.set()
+
+    thread = threading.Thread(target=direct)
+    thread.start()
+    assert not done.wait(0.05)  # the writer thread owns the connection for now
+    gate.set()
+    thread.join(timeout=5)
+    assert done.is_set() and store.get_execution("ex-direct") is not None
+    blocker.result(timeout=5)
+
+
+def test_registering_a_worker_survives_a_failing_neighbour_in_its_batch(
+        store: SqliteStore) -> None:
+    create(store, "ex-1")
+    gate, blocker = hold_writer(store)
+    register = store.submit(store.register_worker, worker_id="w1", pid=os.getpid(),
+                            hostname="box", real_now=R0)
+    failing = store.submit(store.record_step, execution_id="ex-1", worker_id="w9",
+                           step_id="a", kind="step", result_json="1", error=None, attempt=1,
+                           started_at=T0, completed_at=T0, now=T0)
+    gate.set()
+    blocker.result(timeout=5)
+    register.result(timeout=5)
+    with pytest.raises(LeaseLost):
+        failing.result(timeout=5)
+    assert [w.worker_id for w in store.live_workers()] == ["w1"]
+    with SqliteStore(store.path) as other:
+        assert [w.worker_id for w in other.live_workers()] == ["w1"]
