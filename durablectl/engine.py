@@ -19,7 +19,7 @@ from durablectl.context import (
 from durablectl.definitions import Workflow
 from durablectl.errors import DurableError, PayloadError, StepFailed
 from durablectl.model import ErrorInfo
-from durablectl.store.base import Claim
+from durablectl.store.base import Claim, History
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
                         ctx_hook: Any = None) -> RunOutcome:
     """Replay the execution from its stored history and record the outcome."""
     execution = claim.execution
-    history = env.load_history(execution.execution_id)
+    history = env.load_history(execution.execution_id) if claim.has_history else History()
     ctx = WorkflowContext(env, execution_id=execution.execution_id,
                           workflow_id=execution.workflow_id, attempt=execution.attempt,
                           history=history)

@@ -38,6 +38,7 @@ class Claim:
 
     execution: Execution
     wakeups: int
+    has_history: bool = True  # False: no step and no timer yet, nothing to load
 
 
 @dataclass

@@ -11,6 +11,7 @@ Reads use one connection per thread; WAL readers never block the writer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -59,6 +60,11 @@ _EXECUTION_COLUMNS = (
     "execution_id, workflow_id, status, status_reason, attempt, max_attempts, input, result,"
     " error, created_at, updated_at, deadline, idempotency_key, forked_from_execution,"
     " forked_from_step, lease_owner, wakeups"
+)
+# a claim also needs to know whether there is any history to load
+_CLAIM_COLUMNS = _EXECUTION_COLUMNS + (
+    ", step_seq, EXISTS (SELECT 1 FROM timers t WHERE t.execution_id = executions.execution_id"
+    " AND t.state = 'pending' AND t.kind IN ('sleep', 'signal'))"
 )
 _STEP_COLUMNS = "step_id, kind, result, error, started_at, completed_at, attempt, seq"
 
@@ -616,22 +622,29 @@ class SqliteStore:
         return history
 
     # running ---------------------------------------------------------------------------------
+    def _claim_one(self, conn: sqlite3.Connection, txn: _Txn, execution: Execution, *,
+                   wakeups: int, has_history: bool, worker_id: str, now: float,
+                   lease_until: float, reason: str, audit: bool) -> Claim:
+        conn.execute(
+            "UPDATE executions SET status = 'running', status_reason = NULL,"
+            " lease_owner = ?, lease_until = ?, updated_at = ? WHERE execution_id = ?",
+            (worker_id, lease_until, now, execution.execution_id),
+        )
+        self._status_change(conn, txn, execution_id=execution.execution_id,
+                            attempt=execution.attempt, old=execution.status, new="running",
+                            reason=reason, now=now, audit=audit)
+        claimed = dataclasses.replace(execution, status="running", lease_owner=worker_id,
+                                      status_reason=None)
+        return Claim(execution=claimed, wakeups=wakeups, has_history=has_history)
+
     def _claim_rows(self, conn: sqlite3.Connection, txn: _Txn, rows: list[Any], *,
                     worker_id: str, now: float, lease_until: float, reason: str,
                     audit: bool) -> list[Claim]:
-        claims: list[Claim] = []
-        for row in rows:
-            execution = _execution(row)
-            conn.execute(
-                "UPDATE executions SET status = 'running', status_reason = NULL,"
-                " lease_owner = ?, lease_until = ?, updated_at = ? WHERE execution_id = ?",
-                (worker_id, lease_until, now, execution.execution_id),
-            )
-            self._status_change(conn, txn, execution_id=execution.execution_id,
-                                attempt=execution.attempt, old=execution.status, new="running",
-                                reason=reason, now=now, audit=audit)
-            claims.append(Claim(execution=execution, wakeups=int(row[16])))
-        return claims
+        """Claim rows read with ``_CLAIM_COLUMNS``."""
+        return [self._claim_one(conn, txn, _execution(row), wakeups=int(row[16]),
+                                has_history=bool(row[17] or row[18]), worker_id=worker_id,
+                                now=now, lease_until=lease_until, reason=reason, audit=audit)
+                for row in rows]
 
     def claim_ready(
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
@@ -643,7 +656,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection, txn: _Txn) -> list[Claim]:
             marks = ",".join("?" * len(workflow_ids))
             rows = conn.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions"
+                f"SELECT {_CLAIM_COLUMNS} FROM executions"
                 " WHERE status IN ('pending', 'running')"
                 " AND (lease_owner IS NULL OR lease_until < ?)"
                 f" AND workflow_id IN ({marks}) ORDER BY created_at LIMIT ?",
@@ -661,7 +674,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection, txn: _Txn) -> Claim | None:
             marks = ",".join("?" * len(workflow_ids))
             rows = conn.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?"
+                f"SELECT {_CLAIM_COLUMNS} FROM executions WHERE execution_id = ?"
                 " AND status IN ('pending', 'running')"
                 " AND (lease_owner IS NULL OR lease_until < ?)"
                 f" AND workflow_id IN ({marks})",
@@ -930,92 +943,92 @@ class SqliteStore:
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
         lease_until: float, limit: int, audit: bool = True,
     ) -> list[Claim]:
-        """Fire every due execution timer (claimed by this transaction, so only one worker
-        acts on it) and claim the executions it wakes that this worker can run."""
+        """Fire due execution timers (the UPDATE that marks them fired is the claim, so only
+        one worker acts on each) and claim the executions they wake that this worker runs.
+
+        Set-based where it can be: one statement fires the timers, one reads their
+        executions, and the step rows and counters are written with executemany."""
         loaded = set(workflow_ids)
 
         def job(conn: sqlite3.Connection, txn: _Txn) -> list[Claim]:
             due = conn.execute(
-                "SELECT timer_id, kind, execution_id, step_id, signal_id FROM timers"
-                " WHERE state = 'pending' AND due_at IS NOT NULL AND due_at <= ?"
-                " AND execution_id IS NOT NULL ORDER BY due_at LIMIT ?",
+                "UPDATE timers SET state = 'fired' WHERE timer_id IN ("
+                " SELECT timer_id FROM timers WHERE state = 'pending' AND due_at IS NOT NULL"
+                " AND due_at <= ? AND execution_id IS NOT NULL ORDER BY due_at LIMIT ?)"
+                " RETURNING due_at, timer_id, kind, execution_id, step_id, signal_id, created_at",
                 (now, limit),
             ).fetchall()
-            woken: list[str] = []
-            for timer_id, kind, execution_id, step_id, signal_id in due:
-                conn.execute("UPDATE timers SET state = 'fired' WHERE timer_id = ?", (timer_id,))
-                row = conn.execute(
-                    "SELECT status, attempt FROM executions WHERE execution_id = ?",
-                    (execution_id,),
-                ).fetchone()
-                if row is None or row[0] not in ACTIVE_STATUSES:
+            if not due:
+                return []
+            due.sort()  # RETURNING has no order: oldest due first
+            due = [row[1:] for row in due]
+            ids = list(dict.fromkeys(row[2] for row in due))
+            marks = ",".join("?" * len(ids))
+            rows = {row[0]: row for row in conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM executions WHERE execution_id IN ({marks})", ids)}
+            existing = set(conn.execute(
+                f"SELECT execution_id, step_id FROM steps WHERE execution_id IN ({marks})"
+                " AND step_id IN (" + ",".join("?" * len(due)) + ")",
+                [*ids, *(row[3] for row in due)],
+            ).fetchall())
+            # per execution: [status, attempt, step_seq, wakeups]
+            state = {eid: [rows[eid][2], rows[eid][4], rows[eid][17], rows[eid][16]]
+                     for eid in ids if eid in rows}
+            new_steps: list[tuple[Any, ...]] = []
+            for _timer_id, kind, execution_id, step_id, signal_id, created_at in due:
+                current = state.get(execution_id)
+                if current is None or current[0] not in ACTIVE_STATUSES:
                     continue
-                status, attempt = row
+                status, attempt = current[0], current[1]
                 if kind == "timeout":
                     self._time_out(conn, txn, execution_id, status, attempt, now, audit)
+                    current[0] = "failed"
                     continue
-                if kind in ("sleep", "signal"):
-                    seq = conn.execute(
-                        "UPDATE executions SET step_seq = step_seq + 1 WHERE execution_id = ?"
-                        " RETURNING step_seq", (execution_id,),
-                    ).fetchone()[0]
-                    started = conn.execute(
-                        "SELECT created_at FROM timers WHERE timer_id = ?", (timer_id,)
-                    ).fetchone()[0]
+                if kind in ("sleep", "signal") and (execution_id, step_id) not in existing:
+                    existing.add((execution_id, step_id))
+                    current[2] += 1
                     result = None if kind == "sleep" else '{"kind":"timeout"}'
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO steps (execution_id, step_id, kind, seq, result,"
-                        " attempt, started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (execution_id, step_id, kind, seq, result, attempt, started, now),
-                    )
-                    if cur.rowcount == 1:
-                        audit_kind = "sleep_completed" if kind == "sleep" else "signal_timed_out"
-                        data: dict[str, Any] = {"step_id": step_id}
-                        if kind == "signal":
-                            data["signal"] = signal_id
-                        self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
-                                        attempt=attempt, data=data, now=now, audit=audit)
-                elif kind == "retry":
+                    new_steps.append((execution_id, step_id, kind, current[2], result, attempt,
+                                      created_at, now))
+                    audit_kind = "sleep_completed" if kind == "sleep" else "signal_timed_out"
+                    data: dict[str, Any] = {"step_id": step_id}
+                    if kind == "signal":
+                        data["signal"] = signal_id
+                    self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
+                                    attempt=attempt, data=data, now=now, audit=audit)
+                elif kind == "retry" and status == "retrying":
+                    current[1] += 1
+                current[3] += 1
+            if new_steps:
+                conn.executemany(
+                    "INSERT INTO steps (execution_id, step_id, kind, seq, result, attempt,"
+                    " started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", new_steps)
+            touched = [(s[1], s[2], s[3], eid) for eid, s in state.items()
+                       if s[0] in ACTIVE_STATUSES]
+            conn.executemany(
+                "UPDATE executions SET attempt = ?, step_seq = ?, wakeups = ?"
+                " WHERE execution_id = ?", touched)
+            claims: list[Claim] = []
+            for execution_id, current in state.items():
+                row = rows[execution_id]
+                if current[0] not in PARKED_STATUSES:
+                    continue  # running elsewhere: its park sees the new wake-up count
+                execution = dataclasses.replace(_execution(row), attempt=current[1])
+                if row[1] in loaded:
+                    claims.append(self._claim_one(conn, txn, execution, wakeups=current[3],
+                                                  has_history=True, worker_id=worker_id,
+                                                  now=now, lease_until=lease_until,
+                                                  reason="woken", audit=audit))
+                else:
                     conn.execute(
-                        "UPDATE executions SET attempt = attempt + 1 WHERE execution_id = ?"
-                        " AND status = 'retrying'", (execution_id,),
-                    )
-                conn.execute(
-                    "UPDATE executions SET wakeups = wakeups + 1 WHERE execution_id = ?",
-                    (execution_id,),
-                )
-                if status in PARKED_STATUSES:
-                    woken.append(execution_id)
-            return self._wake(conn, txn, woken, loaded=loaded, worker_id=worker_id, now=now,
-                              lease_until=lease_until, audit=audit)
+                        "UPDATE executions SET status = 'pending', updated_at = ?"
+                        " WHERE execution_id = ?", (now, execution_id))
+                    self._status_change(conn, txn, execution_id=execution_id,
+                                        attempt=current[1], old=current[0], new="pending",
+                                        reason="woken", now=now, audit=audit)
+            return claims
 
         return self._write(job)
-
-    def _wake(self, conn: sqlite3.Connection, txn: _Txn, execution_ids: list[str], *,
-              loaded: set[str], worker_id: str, now: float, lease_until: float,
-              audit: bool) -> list[Claim]:
-        """Parked executions whose wait is over: claim the ones we run, queue the others."""
-        claims: list[Claim] = []
-        for execution_id in dict.fromkeys(execution_ids):
-            row = conn.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
-                (execution_id,),
-            ).fetchone()
-            if row is None or row[2] not in PARKED_STATUSES:
-                continue
-            if row[1] in loaded:
-                claims.extend(self._claim_rows(conn, txn, [row], worker_id=worker_id, now=now,
-                                               lease_until=lease_until, reason="woken",
-                                               audit=audit))
-            else:
-                conn.execute(
-                    "UPDATE executions SET status = 'pending', updated_at = ?"
-                    " WHERE execution_id = ?", (now, execution_id),
-                )
-                self._status_change(conn, txn, execution_id=execution_id, attempt=row[4],
-                                    old=row[2], new="pending", reason="woken", now=now,
-                                    audit=audit)
-        return claims
 
     def _time_out(self, conn: sqlite3.Connection, txn: _Txn, execution_id: str, status: str,
                   attempt: int, now: float, audit: bool) -> None:
