@@ -31,7 +31,11 @@ class FutureBridge:
 
     def call(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Submit a store write to the next grouped commit; the result arrives after it."""
-        inner = self._store.submit(method, *args, **kwargs)
+        return self.wrap(self._store.submit(method, *args, **kwargs))
+
+    def wrap(self, inner: Future[T]) -> asyncio.Future[T]:
+        """Any concurrent future (a store write, a step running in a thread) as an asyncio
+        future on this loop."""
         outer: asyncio.Future[T] = self.loop.create_future()
         outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
         inner.add_done_callback(lambda f: self._resolved(outer, f))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
+import random
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
@@ -31,8 +32,26 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BACKOFF = 2.0
 
 
+class _IdSource:
+    """64 random bits per id from a PRNG seeded by the OS once per process (``uuid4`` asks the
+    OS every time, which costs more than the rest of a start)."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._random = random.Random()
+
+    def next(self) -> str:
+        if self._pid != os.getpid():  # a forked child must not repeat its parent's ids
+            self._pid = os.getpid()
+            self._random = random.Random(os.urandom(32))
+        return f"{self._random.getrandbits(64):016x}"
+
+
+_ids = _IdSource()
+
+
 def new_execution_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return _ids.next()
 
 
 def resolve_workflow(store: Store, registry: Registry | None,

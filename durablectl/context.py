@@ -99,21 +99,23 @@ class RunEnv:
         if self.histories is not None:
             self.histories.discard(execution_id)
 
-    def write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
-        """A store write in the next grouped commit, awaitable from the event loop."""
+    def bridge(self) -> FutureBridge:
         bridge = self._bridge
         if bridge is None or bridge.loop is not asyncio.get_running_loop():
             bridge = self._bridge = FutureBridge(self.store, asyncio.get_running_loop())
-        return bridge.call(method, *args, **kwargs)
+        return bridge
+
+    def write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        """A store write in the next grouped commit, awaitable from the event loop."""
+        return self.bridge().call(method, *args, **kwargs)
 
 
-async def call_user(fn: Callable[..., Any], executor: Executor, *args: Any) -> Any:
+async def call_user(fn: Callable[..., Any], env: RunEnv, *args: Any) -> Any:
     """Run user code: async callables on the loop, sync ones in a thread (so they never block
     the loop); a sync callable that returns an awaitable has it awaited."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    loop = asyncio.get_running_loop()
-    value = await loop.run_in_executor(executor, lambda: fn(*args))
+    value = await env.bridge().wrap(env.executor.submit(fn, *args))
     if inspect.isawaitable(value):
         value = await value
     return value
@@ -314,9 +316,9 @@ class WorkflowContext:
 
     async def _attempt(self, step_id: str, fn: Callable[[], Any], timeout: float | None) -> Any:
         if timeout is None:
-            return await call_user(fn, self._env.executor)
+            return await call_user(fn, self._env)
         try:
-            return await asyncio.wait_for(call_user(fn, self._env.executor), timeout)
+            return await asyncio.wait_for(call_user(fn, self._env), timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"step {step_id!r} timed out after {timeout:g}s") from exc
 
@@ -344,7 +346,7 @@ class WorkflowContext:
             try:
                 started = self._env.clock.timestamp()
                 try:
-                    value = await call_user(compensation, self._env.executor, result)
+                    value = await call_user(compensation, self._env, result)
                 except Exception as exc:
                     info = error_info(exc)
                     await self._record(rollback_id, "rollback", None, error=info,
@@ -469,7 +471,7 @@ class WorkflowContext:
         self._begin()
         try:
             started = self._env.clock.timestamp()
-            result = await call_user(chosen.run, self._env.executor, value)
+            result = await call_user(chosen.run, self._env, value)
             text, decoded = self._encode({"branch": chosen.id, "result": result},
                                          f"the result of switch {step_id!r}", step_id)
             await self._record(step_id, "switch", text, started_at=started, audit_entries=[

@@ -24,6 +24,7 @@ from durablectl.store.base import Claim, Store
 log = logging.getLogger(__name__)
 
 FALLBACK_TICK_SECONDS = 1.0  # idle check for other processes' writes and dead workers
+FIRE_CHUNK = 25  # timers fired per transaction: the first runs start while the rest wait
 UNLOADED_REASON = "workflow not loaded: "
 
 
@@ -41,7 +42,7 @@ class Runner:
         self.clock = clock
         self.concurrency = max(1, int(concurrency))
         self.lease_seconds = float(lease_seconds)
-        self._executor = ThreadPoolExecutor(max_workers=min(self.concurrency, 64),
+        self._executor = ThreadPoolExecutor(max_workers=min(self.concurrency, 32),
                                             thread_name_prefix="durablectl-step")
         self.env = RunEnv(store=store, clock=clock, worker_id=worker_id,
                           executor=self._executor, audit=audit,
@@ -60,11 +61,19 @@ class Runner:
         self._last_reap = 0.0
         self._data_version = -1
         self._orphans: set[str] = set()
+        self._maybe_ready = True
+        self._due_stale = True
+        self._next_due: float | None = None
         self.ticks = 0
 
     # waking ----------------------------------------------------------------------------------
-    def wake(self) -> None:
-        """Run a tick soon; safe from any thread."""
+    def wake(self, *, claim: bool = True, timers: bool = True) -> None:
+        """Run a tick soon; safe from any thread. ``claim``: something may be ready to claim;
+        ``timers``: timers may have changed."""
+        if claim:
+            self._maybe_ready = True
+        if timers:
+            self._due_stale = True
         loop, event = self._loop, self._wake_event
         if loop is None or event is None:
             return
@@ -81,35 +90,51 @@ class Runner:
     def _lease_until(self) -> float:
         return real_time() + self.lease_seconds
 
-    async def _submit(self, method: Any, **kwargs: Any) -> Any:
-        return await self.env.write(method, **kwargs)
+    async def _submit(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return await self.env.write(method, *args, **kwargs)
 
     async def tick(self) -> float | None:
-        """One pass; returns the clock time of the next due timer (None: nothing scheduled)."""
+        """One pass; returns the clock time of the next due timer (None: nothing scheduled).
+
+        Does no database work it does not need: timers are fired only when one is due, and
+        ready executions are claimed only when something may have made one ready (a start or
+        signal here, a run sent back to pending, another process's commit, a full runner)."""
         self.ticks += 1
         loaded = self.registry.ids()
         now = self.clock.timestamp()
         real_now = real_time()
         await self._housekeeping(real_now)
+        if self._due_stale:
+            self._due_stale = False
+            self._next_due = self.store.next_due_at()
         free = self.concurrency - len(self.running)
-        if self._claiming and free > 0 and loaded:
-            next_due = self.store.next_due_at()
-            if next_due is not None and next_due <= now:
+        if self._claiming and loaded:
+            # fire in small chunks so the first woken runs start while the rest are fired
+            while free > 0 and self._next_due is not None and self._next_due <= now:
                 claims = await self._submit(
                     self.store.fire_due_timers, worker_id=self.worker_id, workflow_ids=loaded,
-                    now=now, real_now=real_now, lease_until=self._lease_until(), limit=free,
-                    audit=self.env.audit)
+                    now=now, real_now=real_now, lease_until=self._lease_until(),
+                    limit=min(free, FIRE_CHUNK), audit=self.env.audit)
                 self._start_runs(claims)
-                free -= len(claims)
-            if free > 0:
+                free = self.concurrency - len(self.running)
+                self._next_due = self.store.next_due_at()
+                if not claims:
+                    self._maybe_ready = True  # timers woke executions another worker runs
+                    break
+            if free > 0 and self._maybe_ready:
+                self._maybe_ready = False
                 claims = await self._submit(
                     self.store.claim_ready, worker_id=self.worker_id, workflow_ids=loaded,
                     now=now, real_now=real_now, lease_until=self._lease_until(), limit=free,
                     audit=self.env.audit)
                 self._start_runs(claims)
+                if len(claims) == free:
+                    self._maybe_ready = True  # there may be more than we had room for
+            elif free <= 0:
+                self._maybe_ready = True
         if len(self.running) >= self.concurrency:
             return None  # full: the next run to end wakes the loop
-        return self.store.next_due_at()
+        return self._next_due
 
     async def _housekeeping(self, real_now: float) -> None:
         if real_now - self._last_heartbeat >= self.lease_seconds / 3:
@@ -122,8 +147,11 @@ class Runner:
         if real_now - self._last_reap >= FALLBACK_TICK_SECONDS:
             self._last_reap = real_now
             try:
-                freed = self.store.reap_dead_workers(real_now=real_now)
+                # file locks and a possible write: off the loop, never blocking it
+                freed = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self.store.reap_dead_workers(real_now=real_now))
                 if freed:
+                    self._maybe_ready = True
                     log.info("worker %s: took over %d executions of dead workers",
                              self.worker_id, freed)
             except Exception:
@@ -132,8 +160,9 @@ class Runner:
             if execution_id in self.running:
                 continue
             try:
-                self.store.release(execution_id, worker_id=self.worker_id)
+                await self._submit(self.store.release, execution_id, worker_id=self.worker_id)
                 self._orphans.discard(execution_id)
+                self._maybe_ready = True
             except Exception:
                 log.warning("worker %s: could not release %s yet", self.worker_id, execution_id)
 
@@ -163,7 +192,8 @@ class Runner:
         finally:
             self.running.pop(execution_id, None)
             self.contexts.pop(execution_id, None)
-            self.wake()
+        # a run sent back to pending needs a claim; any run may have created or ended timers
+        self.wake(claim=outcome.status == "pending")
         if outcome.status == "aborted":
             self._orphans.add(execution_id)
         log.debug("execution %s: run ended %s", execution_id, outcome.status)
@@ -213,6 +243,8 @@ class Runner:
             return
         if version != self._data_version:
             self._data_version = version
+            self._maybe_ready = True
+            self._due_stale = True
             self._refresh_cancellations()
 
     def _refresh_cancellations(self) -> None:
