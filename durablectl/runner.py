@@ -24,7 +24,7 @@ from durablectl.store.base import Claim, Store
 log = logging.getLogger(__name__)
 
 FALLBACK_TICK_SECONDS = 1.0  # idle check for other processes' writes and dead workers
-FIRE_CHUNK = 25  # timers fired per transaction: the first runs start while the rest wait
+FIRE_CHUNK = 100  # timers fired per transaction: the first runs start while the rest wait
 UNLOADED_REASON = "workflow not loaded: "
 
 

@@ -113,6 +113,9 @@ class _Txn:
 
     def __init__(self) -> None:
         self.entries: list[AuditEntry] = []
+        # (at, kind, execution_id, attempt, data, persist): written in one executemany at the
+        # end of the job, which matters for jobs that touch a hundred executions
+        self.pending: list[tuple[float, str, str | None, int, dict[str, Any], bool]] = []
 
 
 class _GroupWriter:
@@ -437,6 +440,7 @@ class SqliteStore:
                     conn.execute("SAVEPOINT job")
                 try:
                     value = call()
+                    self._flush_audit(conn, txn)
                 except BaseException as exc:
                     if not isolated and not single:
                         conn.execute("ROLLBACK")
@@ -492,17 +496,39 @@ class SqliteStore:
     @staticmethod
     def _add_audit(conn: sqlite3.Connection, txn: _Txn, *, kind: str, execution_id: str | None,
                    attempt: int, data: dict[str, Any], now: float, audit: bool) -> None:
-        seq = 0
-        text = json.dumps(data, separators=(",", ":"))
-        if audit:
-            cur = conn.execute(
-                "INSERT INTO audit (at, kind, execution_id, attempt, data) VALUES (?,?,?,?,?)",
-                (now, kind, execution_id, attempt, text),
-            )
-            seq = int(cur.lastrowid or 0)
-        txn.entries.append(AuditEntry(seq=seq, at=to_datetime(now),  # type: ignore[arg-type]
-                                      kind=kind, execution_id=execution_id, attempt=attempt,
-                                      data=data))
+        txn.pending.append((now, kind, execution_id, attempt, data, audit))
+
+    @staticmethod
+    def _flush_audit(conn: sqlite3.Connection, txn: _Txn) -> None:
+        """Write the job's audit entries; their seqs are consecutive (one writer, AUTOINCREMENT)
+        so the last rowid tells every one of them."""
+        pending, txn.pending = txn.pending, []
+        rows = [(at, kind, eid, attempt, json.dumps(data, separators=(",", ":")))
+                for at, kind, eid, attempt, data, persist in pending if persist]
+        next_seq = 0
+        if rows:
+            if len(rows) == 1:
+                cur = conn.execute(
+                    "INSERT INTO audit (at, kind, execution_id, attempt, data)"
+                    " VALUES (?,?,?,?,?)", rows[0])
+                last = int(cur.lastrowid or 0)
+            else:
+                conn.executemany(
+                    "INSERT INTO audit (at, kind, execution_id, attempt, data)"
+                    " VALUES (?,?,?,?,?)", rows)
+                last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            next_seq = last - len(rows) + 1
+        stamps: dict[float, Any] = {}
+        for at, kind, eid, attempt, data, persist in pending:
+            seq = 0
+            if persist:
+                seq, next_seq = next_seq, next_seq + 1
+            stamp = stamps.get(at)
+            if stamp is None:
+                stamp = stamps[at] = to_datetime(at)
+            txn.entries.append(AuditEntry(seq=seq, at=stamp,  # type: ignore[arg-type]
+                                          kind=kind, execution_id=eid,
+                                          attempt=attempt, data=data))
 
     def _status_change(self, conn: sqlite3.Connection, txn: _Txn, *, execution_id: str,
                        attempt: int, old: str | None, new: str, reason: str | None, now: float,
@@ -595,56 +621,61 @@ class SqliteStore:
         return [_audit(row) for row in rows]
 
     def load_history(self, execution_id: str, *, after_seq: int = 0) -> History:
-        """Steps (only those recorded after ``after_seq``, for a cached history) and pending
-        timers, with the total step count so a cache can tell it missed a change."""
+        """Steps (only those recorded after ``after_seq``, for a cached history), pending
+        timers, and the total step count so a cache can tell it missed a change: one query."""
         history = History()
-        reader = self._reader()
         try:
-            for row in reader.execute(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE execution_id = ? AND seq > ?",
+            rows = self._reader().execute(
+                f"SELECT 0, {_STEP_COLUMNS} FROM steps WHERE execution_id = ?1 AND seq > ?2"
+                " UNION ALL SELECT 1, kind, step_id, due_at, NULL, NULL, NULL, NULL, NULL"
+                " FROM timers WHERE execution_id = ?1 AND state = 'pending'"
+                " UNION ALL SELECT 2, count(*), coalesce(max(seq), 0), NULL, NULL, NULL, NULL,"
+                " NULL, NULL FROM steps WHERE execution_id = ?1",
                 (execution_id, after_seq),
-            ):
-                record = _step(row)
-                history.steps[record.step_id] = record
-            for kind, step_id, due_at in reader.execute(
-                "SELECT kind, step_id, due_at FROM timers"
-                " WHERE execution_id = ? AND state = 'pending'", (execution_id,)
-            ):
-                history.timers[(kind, step_id)] = due_at
-            count, max_seq = reader.execute(
-                "SELECT count(*), coalesce(max(seq), 0) FROM steps WHERE execution_id = ?",
-                (execution_id,),
-            ).fetchone()
+            ).fetchall()
         except sqlite3.Error as exc:
             raise self._storage_error(exc) from exc
-        history.step_count = int(count)
-        history.max_seq = int(max_seq)
+        for row in rows:
+            if row[0] == 0:
+                record = _step(row[1:])
+                history.steps[record.step_id] = record
+            elif row[0] == 1:
+                history.timers[(row[1], row[2])] = row[3]
+            else:
+                history.step_count = int(row[1])
+                history.max_seq = int(row[2])
         return history
 
     # running ---------------------------------------------------------------------------------
-    def _claim_one(self, conn: sqlite3.Connection, txn: _Txn, execution: Execution, *,
-                   wakeups: int, has_history: bool, worker_id: str, now: float,
-                   lease_until: float, reason: str, audit: bool) -> Claim:
-        conn.execute(
+    def _claim_many(self, conn: sqlite3.Connection, txn: _Txn,
+                    found: list[tuple[Execution, int]], *, worker_id: str, now: float,
+                    lease_until: float, reason: str, audit: bool,
+                    has_history: list[bool] | None = None) -> list[Claim]:
+        """Take the lease of executions already checked to be claimable, in one statement."""
+        conn.executemany(
             "UPDATE executions SET status = 'running', status_reason = NULL,"
             " lease_owner = ?, lease_until = ?, updated_at = ? WHERE execution_id = ?",
-            (worker_id, lease_until, now, execution.execution_id),
+            [(worker_id, lease_until, now, execution.execution_id) for execution, _ in found],
         )
-        self._status_change(conn, txn, execution_id=execution.execution_id,
-                            attempt=execution.attempt, old=execution.status, new="running",
-                            reason=reason, now=now, audit=audit)
-        claimed = dataclasses.replace(execution, status="running", lease_owner=worker_id,
-                                      status_reason=None)
-        return Claim(execution=claimed, wakeups=wakeups, has_history=has_history)
+        claims: list[Claim] = []
+        for index, (execution, wakeups) in enumerate(found):
+            self._status_change(conn, txn, execution_id=execution.execution_id,
+                                attempt=execution.attempt, old=execution.status, new="running",
+                                reason=reason, now=now, audit=audit)
+            claimed = dataclasses.replace(execution, status="running", lease_owner=worker_id,
+                                          status_reason=None)
+            history = True if has_history is None else has_history[index]
+            claims.append(Claim(execution=claimed, wakeups=wakeups, has_history=history))
+        return claims
 
     def _claim_rows(self, conn: sqlite3.Connection, txn: _Txn, rows: list[Any], *,
                     worker_id: str, now: float, lease_until: float, reason: str,
                     audit: bool) -> list[Claim]:
         """Claim rows read with ``_CLAIM_COLUMNS``."""
-        return [self._claim_one(conn, txn, _execution(row), wakeups=int(row[16]),
-                                has_history=bool(row[17] or row[18]), worker_id=worker_id,
-                                now=now, lease_until=lease_until, reason=reason, audit=audit)
-                for row in rows]
+        return self._claim_many(
+            conn, txn, [(_execution(row), int(row[16])) for row in rows], worker_id=worker_id,
+            now=now, lease_until=lease_until, reason=reason, audit=audit,
+            has_history=[bool(row[17] or row[18]) for row in rows])
 
     def claim_ready(
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
@@ -1008,17 +1039,14 @@ class SqliteStore:
             conn.executemany(
                 "UPDATE executions SET attempt = ?, step_seq = ?, wakeups = ?"
                 " WHERE execution_id = ?", touched)
-            claims: list[Claim] = []
+            mine: list[tuple[Execution, int]] = []
             for execution_id, current in state.items():
                 row = rows[execution_id]
                 if current[0] not in PARKED_STATUSES:
                     continue  # running elsewhere: its park sees the new wake-up count
-                execution = dataclasses.replace(_execution(row), attempt=current[1])
                 if row[1] in loaded:
-                    claims.append(self._claim_one(conn, txn, execution, wakeups=current[3],
-                                                  has_history=True, worker_id=worker_id,
-                                                  now=now, lease_until=lease_until,
-                                                  reason="woken", audit=audit))
+                    mine.append((dataclasses.replace(_execution(row), attempt=current[1]),
+                                 current[3]))
                 else:
                     conn.execute(
                         "UPDATE executions SET status = 'pending', updated_at = ?"
@@ -1026,7 +1054,8 @@ class SqliteStore:
                     self._status_change(conn, txn, execution_id=execution_id,
                                         attempt=current[1], old=current[0], new="pending",
                                         reason="woken", now=now, audit=audit)
-            return claims
+            return self._claim_many(conn, txn, mine, worker_id=worker_id, now=now,
+                                    lease_until=lease_until, reason="woken", audit=audit)
 
         return self._write(job)
 
