@@ -11,7 +11,6 @@ Reads use one connection per thread; WAL readers never block the writer.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import logging
@@ -73,20 +72,24 @@ def _error_json(error: ErrorInfo | None) -> str | None:
     return None if error is None else json.dumps(error.to_json())
 
 
-def _execution(row: Sequence[Any]) -> Execution:
+def _execution(row: Sequence[Any], *, claimed_by: str | None = None,
+               attempt: int | None = None) -> Execution:
+    """A row as a record; ``claimed_by``: as it is once that worker has claimed it."""
     forked = None
     if row[13] is not None:
         forked = {"execution_id": row[13], "step_id": row[14]}
     return Execution(
-        execution_id=row[0], workflow_id=row[1], status=row[2], status_reason=row[3],
-        attempt=row[4], max_attempts=row[5],
+        execution_id=row[0], workflow_id=row[1],
+        status="running" if claimed_by else row[2],
+        status_reason=None if claimed_by else row[3],
+        attempt=row[4] if attempt is None else attempt, max_attempts=row[5],
         input=None if row[6] is None else json.loads(row[6]),
         result=None if row[7] is None else json.loads(row[7]),
         error=ErrorInfo.from_json(None if row[8] is None else json.loads(row[8])),
         created_at=to_datetime(row[9]),  # type: ignore[arg-type]
         updated_at=to_datetime(row[10]),  # type: ignore[arg-type]
         deadline=to_datetime(row[11]), idempotency_key=row[12], forked_from=forked,
-        lease_owner=row[15],
+        lease_owner=claimed_by or row[15],
     )
 
 
@@ -648,24 +651,22 @@ class SqliteStore:
 
     # running ---------------------------------------------------------------------------------
     def _claim_many(self, conn: sqlite3.Connection, txn: _Txn,
-                    found: list[tuple[Execution, int]], *, worker_id: str, now: float,
-                    lease_until: float, reason: str, audit: bool,
-                    has_history: list[bool] | None = None) -> list[Claim]:
-        """Take the lease of executions already checked to be claimable, in one statement."""
+                    found: list[tuple[Sequence[Any], int, int, bool]], *, worker_id: str,
+                    now: float, lease_until: float, reason: str, audit: bool) -> list[Claim]:
+        """Take the lease of executions already checked to be claimable, in one statement.
+        ``found``: (row read with ``_EXECUTION_COLUMNS``, attempt, wakeups, has_history)."""
         conn.executemany(
             "UPDATE executions SET status = 'running', status_reason = NULL,"
             " lease_owner = ?, lease_until = ?, updated_at = ? WHERE execution_id = ?",
-            [(worker_id, lease_until, now, execution.execution_id) for execution, _ in found],
+            [(worker_id, lease_until, now, row[0]) for row, _a, _w, _h in found],
         )
         claims: list[Claim] = []
-        for index, (execution, wakeups) in enumerate(found):
-            self._status_change(conn, txn, execution_id=execution.execution_id,
-                                attempt=execution.attempt, old=execution.status, new="running",
-                                reason=reason, now=now, audit=audit)
-            claimed = dataclasses.replace(execution, status="running", lease_owner=worker_id,
-                                          status_reason=None)
-            history = True if has_history is None else has_history[index]
-            claims.append(Claim(execution=claimed, wakeups=wakeups, has_history=history))
+        for row, attempt, wakeups, has_history in found:
+            self._status_change(conn, txn, execution_id=row[0], attempt=attempt, old=row[2],
+                                new="running", reason=reason, now=now, audit=audit)
+            claims.append(Claim(execution=_execution(row, claimed_by=worker_id,
+                                                     attempt=attempt),
+                                wakeups=wakeups, has_history=has_history))
         return claims
 
     def _claim_rows(self, conn: sqlite3.Connection, txn: _Txn, rows: list[Any], *,
@@ -673,9 +674,8 @@ class SqliteStore:
                     audit: bool) -> list[Claim]:
         """Claim rows read with ``_CLAIM_COLUMNS``."""
         return self._claim_many(
-            conn, txn, [(_execution(row), int(row[16])) for row in rows], worker_id=worker_id,
-            now=now, lease_until=lease_until, reason=reason, audit=audit,
-            has_history=[bool(row[17] or row[18]) for row in rows])
+            conn, txn, [(row, row[4], int(row[16]), bool(row[17] or row[18])) for row in rows],
+            worker_id=worker_id, now=now, lease_until=lease_until, reason=reason, audit=audit)
 
     def claim_ready(
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,
@@ -1039,14 +1039,13 @@ class SqliteStore:
             conn.executemany(
                 "UPDATE executions SET attempt = ?, step_seq = ?, wakeups = ?"
                 " WHERE execution_id = ?", touched)
-            mine: list[tuple[Execution, int]] = []
+            mine: list[tuple[Sequence[Any], int, int, bool]] = []
             for execution_id, current in state.items():
                 row = rows[execution_id]
                 if current[0] not in PARKED_STATUSES:
                     continue  # running elsewhere: its park sees the new wake-up count
                 if row[1] in loaded:
-                    mine.append((dataclasses.replace(_execution(row), attempt=current[1]),
-                                 current[3]))
+                    mine.append((row, current[1], current[3], True))
                 else:
                     conn.execute(
                         "UPDATE executions SET status = 'pending', updated_at = ?"
