@@ -133,6 +133,12 @@ class Registry:
         if wf.alias:
             self._by_alias[wf.alias] = wf
 
+    def replace(self, workflows: Iterable[Workflow]) -> None:
+        """Swap the whole set at once (a module reload); runs in progress keep the definition
+        they started with."""
+        fresh = Registry(workflows)
+        self._by_id, self._by_alias = fresh._by_id, fresh._by_alias
+
     def get(self, workflow_id: str) -> Workflow | None:
         return self._by_id.get(workflow_id)
 

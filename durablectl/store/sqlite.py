@@ -1309,6 +1309,20 @@ class SqliteStore:
         return {wid: alias for wid, alias in
                 self._read("SELECT workflow_id, alias FROM workflows ORDER BY workflow_id")}
 
+    def set_meta(self, key: str, value: str | None) -> None:
+        def job(conn: sqlite3.Connection, txn: _Txn) -> None:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (key, value))
+
+        self._write(job)
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if not rows else rows[0][0]
+
     # helpers for tests and tools -------------------------------------------------------------
     @contextlib.contextmanager
     def raw_read(self) -> Iterator[sqlite3.Connection]:

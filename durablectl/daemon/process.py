@@ -1,0 +1,351 @@
+"""The daemon process: run in the foreground, start detached, stop, and report status.
+
+One daemon per database. Its pid file is also its lock: the daemon holds an exclusive ``flock``
+on it for its whole life, so "is a daemon alive?" is answered by the kernel (a pid file alone
+outlives a ``kill -9``). ``daemon start`` runs ``daemon run`` in a new session with a pipe on
+which the child says ``ready`` once workflows are loaded, recovery is done and the socket
+listens, or the one-line error (and exit code) that stopped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from durablectl.clock import monotonic, real_time
+from durablectl.daemon.paths import DaemonPaths, daemon_paths, ensure_private_dir
+from durablectl.errors import DaemonNotRunning, DaemonRunning, DurableError, StorageError
+
+log = logging.getLogger("durablectl.daemon")
+
+DB_CHECK_SECONDS = 2.0  # how often the daemon checks that its database file is still there
+META_PID = "daemon.pid"
+META_SOCKET = "daemon.socket"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """What the daemon needs from the configuration (kept apart so this module does not
+    depend on the configuration's layout)."""
+
+    database: str
+    workflows: str
+    log_file: str | None
+    service_options: dict[str, Any]
+    store_options: dict[str, Any]
+    config_path: str | None = None
+
+
+# -- liveness ---------------------------------------------------------------------------------
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def running_pid(paths: DaemonPaths) -> int | None:
+    """The pid of the live daemon of this database, or None (its lock is free)."""
+    try:
+        fd = os.open(paths.pid_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _read_pid(paths.pid_file) or -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def _take_pid_lock(paths: DaemonPaths) -> int:
+    ensure_private_dir(paths.pid_file.parent)
+    fd = os.open(paths.pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise DaemonRunning(_read_pid(paths.pid_file) or -1, str(paths.database)) from exc
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+# -- the daemon itself ------------------------------------------------------------------------
+class Daemon:
+    """A DurableService plus module loading, a control socket and signal handling."""
+
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self.paths = daemon_paths(settings.database, log_file=settings.log_file)
+        self.started = real_time()
+        self.exit_code = 0
+
+    async def run(self, on_ready: Any = None) -> int:
+        import asyncio
+
+        from durablectl.daemon import ipc
+        from durablectl.daemon.loader import WorkflowLoader
+        from durablectl.service import DurableService
+        from durablectl.store.sqlite import SqliteStore
+
+        lock_fd = _take_pid_lock(self.paths)
+        store: SqliteStore | None = None
+        service: DurableService | None = None
+        server: Any = None
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            store = SqliteStore(self.settings.database, **self.settings.store_options)
+            db_stat = os.stat(store.path)
+            service = DurableService(store, [], **self.settings.service_options)
+            loader = WorkflowLoader(self.settings.workflows, service.registry)
+            if not loader.folder.is_dir():
+                log.warning("workflows folder %s does not exist; no workflows loaded",
+                            loader.folder)
+            loader.load()
+            await service.start()
+            self.stop_event = asyncio.Event()
+            running_service = service
+
+            async def handle(message: dict[str, Any]) -> dict[str, Any]:
+                op = message.get("op")
+                if op == "nudge":
+                    running_service.runner.wake()
+                    return {"ok": True}
+                if op == "status":
+                    return {"ok": True, **self.status(running_service, loader)}
+                if op == "stop":
+                    self.stop_event.set()
+                    return {"ok": True, "pid": os.getpid()}
+                return {"ok": False, "error": f"unknown op {op!r}"}
+
+            ensure_private_dir(self.paths.socket.parent)
+            server = await ipc.serve(self.paths.socket, handle)
+            store.set_meta(META_PID, str(os.getpid()))
+            store.set_meta(META_SOCKET, str(self.paths.socket))
+
+            async def reloaded(errors: list[Any]) -> None:
+                running_service.store.record_workflows(
+                    worker_id=running_service.worker_id,
+                    workflows=[(wf.id, wf.alias) for wf in running_service.registry.all()],
+                    now=running_service.clock.timestamp())
+                await running_service.recover()
+
+            tasks.append(asyncio.ensure_future(loader.watch(reloaded, self.stop_event)))
+            tasks.append(asyncio.ensure_future(self._watch_database(store.path, db_stat)))
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop_event.set)
+            log.info("daemon %d ready: database %s, %d workflows, socket %s", os.getpid(),
+                     store.path, len(service.registry.ids()), self.paths.socket)
+            if on_ready is not None:
+                on_ready()
+            await self.stop_event.wait()
+            log.info("daemon %d stopping (grace %ss)", os.getpid(), service.grace_seconds)
+            return self.exit_code
+        finally:
+            for task in tasks:
+                task.cancel()
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            if service is not None and self.exit_code != 6:
+                await service.stop()
+                with contextlib.suppress(Exception):
+                    if store is not None:
+                        store.set_meta(META_PID, None)
+                        store.set_meta(META_SOCKET, None)
+            if store is not None and self.exit_code != 6:
+                store.close()
+            with contextlib.suppress(OSError):
+                self.paths.pid_file.unlink()
+            os.close(lock_fd)
+            log.info("daemon %d stopped", os.getpid())
+
+    async def _watch_database(self, path: str, original: os.stat_result) -> None:
+        """Stop, writing nothing more, if the database file is deleted or replaced."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(DB_CHECK_SECONDS)
+            try:
+                now = os.stat(path)
+                same = (now.st_ino, now.st_dev) == (original.st_ino, original.st_dev)
+            except FileNotFoundError:
+                same = False
+            if not same:
+                message = f"the database file {path} was deleted or replaced; stopping"
+                log.error(message)
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                self.exit_code = 6
+                self.stop_event.set()
+                return
+
+    def status(self, service: Any, loader: Any) -> dict[str, Any]:
+        store = service.store
+        next_due = store.next_due_at()
+        return {
+            "pid": os.getpid(),
+            "database": store.path,
+            "workflows": sorted(service.registry.ids()),
+            "uptime_s": round(real_time() - self.started, 3),
+            "executions": store.count_executions(),
+            "next_due": None if next_due is None else _iso(next_due),
+            "socket": str(self.paths.socket),
+            "log_file": str(self.paths.log_file),
+            "workers": [w.worker_id for w in store.live_workers()],
+            "load_errors": [str(e) for e in loader.errors.values()],
+            "running": len(service.runner.running),
+        }
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_foreground(settings: DaemonSettings, *, ready_fd: int | None = None) -> int:
+    """``daemon run``: the daemon in this process until SIGTERM/SIGINT. With ``ready_fd``
+    (from ``daemon start``) it reports readiness or its start-up error on that pipe."""
+    import asyncio
+
+    def report(line: str) -> None:
+        if ready_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, (line + "\n").encode())
+            os.close(ready_fd)
+
+    daemon = Daemon(settings)
+    try:
+        return asyncio.run(daemon.run(on_ready=lambda: report(f"ready {os.getpid()}")))
+    except DurableError as exc:
+        report(f"error {exc.exit_code} {exc}")
+        raise
+    except Exception as exc:
+        report(f"error 6 {type(exc).__name__}: {exc}")
+        raise
+
+
+def start_detached(settings: DaemonSettings, *, timeout: float = 30.0) -> int:
+    """``daemon start``: run the daemon in the background and return its pid once it is
+    ready; raise its start-up error otherwise."""
+    paths = daemon_paths(settings.database, log_file=settings.log_file)
+    pid = running_pid(paths)
+    if pid is not None:
+        raise DaemonRunning(pid, str(paths.database))
+    ensure_private_dir(paths.log_file.parent)
+    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "durablectl", "daemon", "run", "--db", settings.database,
+               "--ready-fd", str(write_end)]
+    if settings.config_path:
+        command += ["--config", settings.config_path]
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_fd,
+                                 stderr=log_fd, pass_fds=(write_end,), start_new_session=True,
+                                 close_fds=True)
+    finally:
+        os.close(write_end)
+        os.close(log_fd)
+    line = _read_line(read_end, timeout, child)
+    if line.startswith("ready"):
+        return child.pid
+    if line.startswith("error "):
+        _, code, message = line.split(" ", 2)
+        error = DurableError(message)
+        error.exit_code = int(code)
+        raise error
+    child.poll()
+    raise StorageError(f"the daemon exited before it was ready (exit {child.returncode}); "
+                       f"see {paths.log_file}")
+
+
+def _read_line(fd: int, timeout: float, child: subprocess.Popen[bytes]) -> str:
+    import select
+
+    data = b""
+    deadline = monotonic() + timeout
+    try:
+        while not data.endswith(b"\n"):
+            left = deadline - monotonic()
+            if left <= 0:
+                child.kill()
+                raise StorageError(f"the daemon was not ready after {timeout:g}s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace").strip()
+
+
+def stop(settings: DaemonSettings, *, timeout: float | None = None) -> int:
+    """``daemon stop``: ask the daemon to stop, wait until it has; returns its pid."""
+    from durablectl.daemon import ipc
+
+    paths = daemon_paths(settings.database, log_file=settings.log_file)
+    pid = running_pid(paths)
+    if pid is None:
+        raise DaemonNotRunning(f"no daemon runs for {paths.database}")
+    try:
+        ipc.request(paths.socket, "stop", timeout=5)
+    except DaemonNotRunning:
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    grace = float(settings.service_options.get("grace_seconds", 10))
+    deadline = monotonic() + (timeout if timeout is not None else grace + 10)
+    while running_pid(paths) is not None:
+        if monotonic() > deadline:
+            raise StorageError(f"the daemon (pid {pid}) did not stop in time")
+        time.sleep(0.05)
+    return pid
+
+
+def status(settings: DaemonSettings) -> dict[str, Any]:
+    """``daemon status``: what the live daemon says about itself."""
+    from durablectl.daemon import ipc
+
+    paths = daemon_paths(settings.database, log_file=settings.log_file)
+    if running_pid(paths) is None:
+        raise DaemonNotRunning(f"no daemon runs for {paths.database}")
+    answer = ipc.request(paths.socket, "status", timeout=5)
+    answer.pop("ok", None)
+    return answer
+
+
+def socket_for(database: str, store: Any = None) -> Path | None:
+    """The socket of the database's daemon: from the paths, else as the daemon recorded it."""
+    paths = daemon_paths(database)
+    if paths.socket.exists():
+        return paths.socket
+    if store is not None:
+        recorded = store.get_meta(META_SOCKET)
+        if recorded and Path(recorded).exists():
+            return Path(recorded)
+    return None
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True)
