@@ -72,11 +72,10 @@ async def serve(path: Path, handler: Handler) -> Any:
         path.unlink()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection: answer it and close."""
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
+            line = await reader.readline()
+            if line:
                 try:
                     message = json.loads(line)
                     if not isinstance(message, dict):
@@ -86,7 +85,7 @@ async def serve(path: Path, handler: Handler) -> Any:
                     answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

@@ -35,15 +35,11 @@ def _state_dir() -> Path:
 
 
 def _runtime_dir() -> Path | None:
-    import platformdirs
-
-    try:
-        runtime = Path(platformdirs.user_runtime_dir("durablectl"))
-    except Exception:
-        return None
-    parent = runtime.parent
-    if parent.is_dir() and os.access(parent, os.W_OK):
-        return runtime
+    """``$XDG_RUNTIME_DIR/durablectl`` when that exists and is writable (platformdirs would
+    warn and fall back to /tmp when it is not set; we fall back to the state dir instead)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK):
+        return Path(base) / "durablectl"
     return None
 
 

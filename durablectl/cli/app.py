@@ -1,0 +1,42 @@
+"""The command tree. Each group lives in its own module; this one assembles them and runs the
+app so that every error, the parser's own included, is one ``error:`` line on stderr."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from durablectl.cli import config_cmds, daemon_cmds, executions
+
+app = typer.Typer(
+    name="durablectl",
+    help="Durable workflows on a local SQLite file: start, signal and inspect executions, "
+         "and run the daemon that drives them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+executions.register(app)
+app.add_typer(daemon_cmds.app, name="daemon")
+app.add_typer(config_cmds.app, name="config")
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Run the app; parser errors become one line and exit 2."""
+    try:
+        result = app(args=argv, prog_name="durablectl", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # the parser's usage errors
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, not an error
+            print(message)
+            sys.exit(0)
+        print(f"error: {message.strip().splitlines()[-1] if message.strip() else exc}",
+              file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    sys.exit(result if isinstance(result, int) else 0)
