@@ -1281,6 +1281,12 @@ class SqliteStore:
         return freed + self._free_orphan_leases()
 
     def _free_orphan_leases(self) -> int:
+        orphaned = self._read(
+            "SELECT 1 FROM executions WHERE lease_owner IS NOT NULL"
+            " AND lease_owner NOT IN (SELECT worker_id FROM workers) LIMIT 1")
+        if not orphaned:  # the common case: no write, no commit
+            return 0
+
         def job(conn: sqlite3.Connection, txn: _Txn) -> int:
             cur = conn.execute(
                 "UPDATE executions SET lease_owner = NULL, lease_until = NULL"
