@@ -224,6 +224,9 @@ class Runner:
                 timeout = FALLBACK_TICK_SECONDS
                 if next_due is not None:
                     timeout = min(timeout, max(0.0, next_due - self.clock.timestamp()))
+                # leases are renewed every third of lease_seconds, however short
+                heartbeat_due = self._last_heartbeat + self.lease_seconds / 3 - real_time()
+                timeout = max(0.0, min(timeout, heartbeat_due))
                 if timeout > 0:
                     try:
                         await asyncio.wait_for(self._wake_event.wait(), timeout)
@@ -236,7 +239,9 @@ class Runner:
             unsubscribe()
 
     def _note_outside_writes(self) -> None:
-        """Fallback: another process committed (a client's start or signal, a cancel)."""
+        """Fallback: another process committed (a client's start or signal, a cancel), or a
+        stalled worker's lease ran out: look for claimable work on every quiet tick."""
+        self._maybe_ready = True
         try:
             version = self.store.data_version()
         except Exception:

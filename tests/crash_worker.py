@@ -11,16 +11,17 @@ completed). ``signal`` sends the ``go`` signal once per payload, in order, throu
 ``DurableClient`` (another process than the worker) and exits.
 
 Kill points are deterministic. Every input names a point (``"block"``: a point, or a dict from
-worker tag to point); a ``crash`` worker that reaches it writes a line to a file and stops there
-until ``DB_PATH.release`` or ``DB_PATH.release.TAG`` exists (the tests normally never create
-them), so the test waits for the line and then sends the signal. A ``run`` worker ignores the
-points. The points:
+worker tag to point); a ``crash`` worker that reaches it writes a line to a file and stops the
+whole process at once (``SIGSTOP`` to itself: every thread freezes, so what the database holds
+then is exactly what was committed before the point). The test waits for the line and the stop,
+checks the database, and sends SIGKILL. A worker that is continued instead stays at the point
+until ``DB_PATH.release`` or ``DB_PATH.release.TAG`` exists. A ``run`` worker ignores the points.
+The points:
 
 - a step id (``"b"``, ``"got-1"``): inside that step's body, after its side-effect line;
 - ``"after:<step id>"``: in the workflow code right after that step's result came back, which is
   after its commit (line in ``DB_PATH.markers``);
-- ``"parked"``: right after a run parked the execution (committed), with the event loop frozen so
-  nothing else happens in this process (line in ``DB_PATH.markers``).
+- ``"parked"``: right after a run parked the execution (committed; line in ``DB_PATH.markers``).
 
 Files beside the database, one line per event, appended with ``O_APPEND`` (they survive SIGKILL):
 
@@ -38,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from functools import partial
@@ -78,21 +80,27 @@ def _stops_at(block: Any, point: str) -> bool:
     return CRASH and block == point
 
 
+def _stop_here() -> None:
+    """Freeze the whole process now; once continued, stay here until released."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+    while not _released():
+        time.sleep(0.01)
+
+
 def effect(label: str, step: str, block: Any) -> str:
     """A step body: record that it really ran, stop here if this is the kill point."""
     _append(".effects", f"{label} {step} {TAG} {time.time():.6f}")
     if _stops_at(block, step):
-        while not _released():
-            time.sleep(0.01)
+        _stop_here()
     return f"{step} by {TAG}"
 
 
 async def hook(label: str, point: str, block: Any) -> None:
-    """A kill point in workflow code, outside any step."""
+    """A kill point in workflow code, outside any step (this blocks the event loop: the
+    process stops anyway)."""
     if _stops_at(block, point):
         _append(".markers", f"{label} {point} {TAG}")
-        while not _released():
-            await asyncio.sleep(0.01)
+        _stop_here()
 
 
 @workflow("crash.steps", max_attempts=1)
@@ -137,8 +145,7 @@ def _outcome_listener(store: SqliteStore) -> Any:
         data = execution.input if execution is not None else None
         if isinstance(data, dict) and _stops_at(data.get("block"), "parked"):
             _append(".markers", f"{data['label']} parked {TAG}")
-            while not _released():  # freezes the event loop on purpose: nothing else happens
-                time.sleep(0.01)
+            _stop_here()
 
     return listener
 

@@ -1,10 +1,11 @@
 """Crash tests with real processes and a real SIGKILL (SPEC §8, DESIGN-NOTES §5 and §9).
 
 Workers run ``tests/crash_worker.py`` in subprocesses. Kill points are deterministic: the worker
-writes a line at the point (a step body's side-effect line, or a marker) and stops there; the test
-waits for the line, checks what the database holds at that instant, and sends SIGKILL. The
-side-effect log has one line per real execution of a step body, so it says exactly which steps
-ran again after a restart.
+writes a line at the point (a step body's side-effect line, or a marker) and SIGSTOPs itself
+there, every thread at once; the test waits for the line and the stop, checks what the database
+holds at that frozen instant, and sends SIGKILL. The side-effect log has one line per real
+execution of a step body, so it says exactly which steps ran again after a restart. Cases that
+need one worker per kill point run side by side, each on its own database.
 """
 
 from __future__ import annotations
@@ -59,6 +60,38 @@ class Workers:
                      *payloads: str) -> subprocess.Popen[bytes]:
         """Another process sends ``go`` signals through a ``DurableClient``."""
         return self._spawn(tag, "signal", execution_id, *payloads)
+
+    def wait_stopped(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until the process is stopped (it stops itself at its kill point)."""
+        def stopped() -> bool:
+            pid, state = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+            if pid == 0:
+                return False
+            if os.WIFSTOPPED(state):
+                return True
+            raise AssertionError(f"{self.tags[proc.pid]} ended ({state}) instead of stopping\n"
+                                 f"{self.diagnostics()}")
+        self.wait_until(stopped, f"{self.tags[proc.pid]} to stop")
+
+    def pause_outside_a_write(self, proc: subprocess.Popen[bytes]) -> None:
+        """Leave the (stopped) process stopped at an instant it holds no SQLite write lock: a
+        writer paused mid-transaction blocks every other writer, which is SQLite's rule and not
+        what the lease tests are about."""
+        for _ in range(200):
+            probe = sqlite3.connect(self.db, timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                probe.close()
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.005)
+            os.kill(proc.pid, signal.SIGSTOP)
+            self.wait_stopped(proc)
+        raise AssertionError(f"{self.tags[proc.pid]} never left its write transaction")
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGKILL)
@@ -130,8 +163,33 @@ def workers(db_path: Path) -> Iterator[Workers]:
         group.cleanup()
 
 
+Database = tuple[Workers, SqliteStore]
+
+
+@pytest.fixture
+def databases(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
+    """More databases, each with its own workers (for cases run side by side)."""
+    opened: list[Database] = []
+
+    def open_database(name: str) -> Database:
+        path = tmp_path / name / "durable.db"
+        path.parent.mkdir()
+        opened.append((Workers(path), SqliteStore(path)))
+        return opened[-1]
+
+    try:
+        yield open_database
+    finally:
+        for group, store in opened:
+            try:
+                group.cleanup()
+            finally:
+                store.close()
+
+
 def start(store: SqliteStore, workflow_id: str, data: dict[str, Any]) -> str:
-    """Store an execution from the test process (before any worker runs, so no warning counts)."""
+    """Store an execution from the test process, a client like any other (its warning that no
+    worker runs is expected here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return DurableClient(store).start_execution(workflow_id, data)
@@ -156,68 +214,90 @@ def query(store: SqliteStore, sql: str, *params: Any) -> list[Any]:
         return conn.execute(sql, params).fetchall()
 
 
+def lease_of(store: SqliteStore, execution_id: str) -> tuple[str | None, float | None]:
+    owner, until = query(store, "SELECT lease_owner, lease_until FROM executions"
+                                " WHERE execution_id = ?", execution_id)[0]
+    return owner, until
+
+
+def effect_time(workers: Workers, label: str, step: str, tag: str) -> float:
+    return next(float(at) for lbl, stp, tg, at in workers.lines(".effects")
+                if (lbl, stp, tg) == (label, step, tag))
+
+
 STEPS = ["a", "b", "c"]
+
+
+def _killed_at_each_point(databases: Callable[[str], Database],
+                          points: dict[str, str]) -> dict[str, tuple[Workers, SqliteStore, str]]:
+    """One database per kill point, one execution of crash.steps in each, its worker stopped
+    at the point (all side by side); returns the cases once every worker is stopped."""
+    cases = {}
+    for step, point in points.items():
+        group, store = databases(step)
+        eid = start(store, "crash.steps", {"label": "x", "block": point})
+        cases[step] = (group, store, eid)
+    procs = {step: group.start("crash", "w1") for step, (group, _s, _e) in cases.items()}
+    for step, (group, _store, _eid) in cases.items():
+        group.wait_stopped(procs[step])
+    return cases
 
 
 # 1. killed in the middle of a step ------------------------------------------------------------
 def test_killed_mid_step_committed_steps_never_rerun_and_the_running_step_runs_again(
-        store: SqliteStore, workers: Workers) -> None:
-    """Three executions, each killed inside one step's body (a, b, c)."""
-    eids = {s: start(store, "crash.steps", {"label": f"mid-{s}", "block": s}) for s in STEPS}
-
-    w1 = workers.start("crash", "w1")
-    for s in STEPS:
-        workers.wait_until(lambda s=s: workers.has_effect(f"mid-{s}", s, "w1"), f"{s} in w1")
-    for s, eid in eids.items():
-        # the invariant at the kill instant: each earlier step's side effect has its result
-        # committed, and the running step has none
+        databases: Callable[[str], Database]) -> None:
+    """Killed inside the body of a, of b and of c (three databases side by side)."""
+    cases = _killed_at_each_point(databases, {s: s for s in STEPS})
+    for s, (group, store, eid) in cases.items():
+        # the invariant at the frozen instant: the running step's side effect happened, every
+        # earlier step's result is committed, the running step's is not
+        assert group.effects("x")[-1] == f"{s} w1"
         assert step_ids(store, eid) == STEPS[:STEPS.index(s)], s
         assert status(store, eid) == "running"
-    workers.kill(w1)
+        group.kill(group.procs[0])
 
-    workers.finish(workers.start("run", "w2", until=tuple(eids.values())))
+    restarted = [group.start("run", "w2", until=(eid,)) for group, _s, eid in cases.values()]
+    for (group, _store, _eid), proc in zip(cases.values(), restarted, strict=True):
+        group.finish(proc)
 
-    for s, eid in eids.items():
+    for s, (group, store, eid) in cases.items():
         before, rest = STEPS[:STEPS.index(s)], STEPS[STEPS.index(s):]
         expected = {d: f"{d} by {'w1' if d in before else 'w2'}" for d in STEPS}
         assert status(store, eid) == "completed"
         assert store.get_execution(eid).result == expected  # type: ignore[union-attr]
         assert step_results(store, eid) == expected  # one stored result per step
         # earlier steps ran once, the interrupted one twice (at-least-once), later ones once
-        assert workers.effects(f"mid-{s}") == (
+        assert group.effects("x") == (
             [f"{d} w1" for d in before] + [f"{s} w1"] + [f"{d} w2" for d in rest]), s
 
 
 # 2. killed right after a step committed -------------------------------------------------------
 def test_killed_right_after_a_step_commits_no_step_runs_twice(
-        store: SqliteStore, workers: Workers) -> None:
-    """Three executions, each stopped right after one step's result came back (after:a, after:b,
-    after:c; the last one has all its steps and is killed before finishing)."""
-    eids = {s: start(store, "crash.steps", {"label": f"after-{s}", "block": f"after:{s}"})
-            for s in STEPS}
-
-    w1 = workers.start("crash", "w1")
-    for s in STEPS:
-        workers.wait_until(lambda s=s: workers.has_marker(f"after-{s}", f"after:{s}", "w1"),
-                           f"the kill point after {s}")
-    for s, eid in eids.items():
+        databases: Callable[[str], Database]) -> None:
+    """Frozen and killed right after a's, b's and c's result came back to the workflow (the
+    last one has all its steps and dies before finishing)."""
+    cases = _killed_at_each_point(databases, {s: f"after:{s}" for s in STEPS})
+    for s, (group, store, eid) in cases.items():
         done = STEPS[:STEPS.index(s) + 1]
-        assert step_ids(store, eid) == done, f"after:{s}"  # committed before the step returned
-        assert workers.effects(f"after-{s}") == [f"{d} w1" for d in done]
+        assert group.has_marker("x", f"after:{s}", "w1")
+        # the step returned, so its result was committed before: the process froze at once
+        assert step_ids(store, eid) == done, f"after:{s}"
+        assert group.effects("x") == [f"{d} w1" for d in done]
         assert status(store, eid) == "running"
-    workers.kill(w1)
+        group.kill(group.procs[0])
 
-    workers.finish(workers.start("run", "w2", until=tuple(eids.values())))
+    restarted = [group.start("run", "w2", until=(eid,)) for group, _s, eid in cases.values()]
+    for (group, _store, _eid), proc in zip(cases.values(), restarted, strict=True):
+        group.finish(proc)
 
-    for s, eid in eids.items():
+    for s, (group, store, eid) in cases.items():
         done = STEPS[:STEPS.index(s) + 1]
         expected = {d: f"{d} by {'w1' if d in done else 'w2'}" for d in STEPS}
         assert status(store, eid) == "completed"
         assert store.get_execution(eid).result == expected  # type: ignore[union-attr]
         assert step_results(store, eid) == expected
         # exactly once each: nothing committed ran again, nothing uncommitted was skipped
-        assert workers.effects(f"after-{s}") == [
-            f"{d} {'w1' if d in done else 'w2'}" for d in STEPS]
+        assert group.effects("x") == [f"{d} {'w1' if d in done else 'w2'}" for d in STEPS], s
 
 
 # 3. killed while parked sleeping --------------------------------------------------------------
@@ -226,8 +306,9 @@ def test_killed_while_parked_sleeping_the_timer_survives_and_the_execution_compl
     eid = start(store, "crash.sleeper", {"label": "nap", "block": "parked", "seconds": 0.3})
 
     w1 = workers.start("crash", "w1")
-    workers.wait_until(lambda: workers.has_marker("nap", "parked", "w1"), "the park")
-    # the worker is frozen right after the park committed: the sleep is in the database
+    workers.wait_stopped(w1)
+    assert workers.has_marker("nap", "parked", "w1")
+    # frozen right after the park committed: the sleep and its timer are in the database
     assert status(store, eid) == "sleeping"
     assert query(store, "SELECT kind, step_id, state FROM timers WHERE execution_id = ?",
                  eid) == [("sleep", "nap", "pending")]
@@ -250,7 +331,8 @@ def test_signals_sent_from_other_processes_around_a_kill_are_delivered_once_in_o
     workers.finish(workers.send_signals("s1", eid, '{"n": 0}', '{"n": 1}'))  # buffered
 
     w1 = workers.start("crash", "w1")
-    workers.wait_until(lambda: workers.has_effect("sig", "got-1", "w1"), "got-1 in w1")
+    workers.wait_stopped(w1)
+    assert workers.effects("sig") == ["got-0 w1", "got-1 w1"]
     assert step_ids(store, eid) == ["sig-0", "got-0", "sig-1"]
     # another process signals while the worker is being killed ...
     sender = workers.send_signals("s2", eid, '{"n": 2}', '{"n": 3}', '{"n": 4}')
@@ -293,10 +375,10 @@ def test_a_restarted_worker_takes_over_a_dead_workers_lease_within_a_second(
         store: SqliteStore, workers: Workers) -> None:
     eid = start(store, "crash.steps", {"label": "fast", "block": "b"})
     w1 = workers.start("crash", "w1", lease=30)
-    workers.wait_until(lambda: workers.has_effect("fast", "b", "w1"), "b in w1")
-    owner, lease_until = query(
-        store, "SELECT lease_owner, lease_until FROM executions WHERE execution_id = ?", eid)[0]
+    workers.wait_stopped(w1)
+    owner, lease_until = lease_of(store, eid)
     assert owner == f"w1-{w1.pid}"
+    assert lease_until is not None
     assert lease_until - time.time() > 20  # lease expiry cannot explain a fast takeover
     workers.kill(w1)
 
@@ -305,8 +387,7 @@ def test_a_restarted_worker_takes_over_a_dead_workers_lease_within_a_second(
     workers.wait_until(lambda: workers.has_effect("fast", "b", "w2"), "b to run again in w2")
     entering = next(float(at) for tag, phase, at, _id in workers.lines(".starts")
                     if tag == "w2" and phase == "entering")
-    resumed = next(float(at) for lbl, step, tag, at in workers.lines(".effects")
-                   if (lbl, step, tag) == ("fast", "b", "w2"))
+    resumed = effect_time(workers, "fast", "b", "w2")
     assert resumed - entering < 1.0, f"took {resumed - entering:.3f}s after the service started"
     assert resumed - spawned < 5.0, f"took {resumed - spawned:.3f}s after the process started"
     workers.finish(w2)
@@ -315,42 +396,34 @@ def test_a_restarted_worker_takes_over_a_dead_workers_lease_within_a_second(
 
 
 # 6. a paused worker's lease expires; its write after waking is refused ------------------------
-def _stop_outside_a_write(workers: Workers, proc: subprocess.Popen[bytes]) -> None:
-    """SIGSTOP the process at an instant it holds no SQLite write lock (a paused writer would
-    block every other process, which is SQLite's rule, not what this test is about)."""
-    for _ in range(100):
-        os.kill(proc.pid, signal.SIGSTOP)
-        probe = sqlite3.connect(workers.db, timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return
-        except sqlite3.OperationalError:
-            os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.01)
-        finally:
-            probe.close()
-    raise AssertionError("the worker never left its write transaction")
-
-
 def test_a_paused_worker_loses_its_lease_and_its_stale_write_is_refused(
         store: SqliteStore, workers: Workers) -> None:
-    eid = start(store, "crash.steps", {"label": "lease", "block": "b"})
+    """w1 (lease 1 s) is paused inside step b; w2, started while that lease is still valid,
+    takes the execution over only once it has expired, runs b again and pauses inside c, holding
+    the lease; then w1 wakes and its b returns: the write is refused by the lease check alone
+    (the execution is still running), w1 drops the execution, and w2, woken, completes it."""
+    eid = start(store, "crash.steps", {"label": "lease", "block": {"w1": "b", "w2": "c"}})
     w1 = workers.start("crash", "w1", lease=1)
-    workers.wait_until(lambda: workers.has_effect("lease", "b", "w1"), "b in w1")
-    _stop_outside_a_write(workers, w1)
-    assert store.get_execution(eid).lease_owner == f"w1-{w1.pid}"  # type: ignore[union-attr]
+    workers.wait_stopped(w1)
+    workers.pause_outside_a_write(w1)
+    owner, w1_lease_until = lease_of(store, eid)
+    assert owner == f"w1-{w1.pid}"
+    assert w1_lease_until is not None
 
-    # w1's flock is still held (it is alive), so only the lease's expiry lets w2 in
-    w2 = workers.start("run", "w2", lease=1, until=(eid,))
-    workers.finish(w2)
-    expected = {"a": "a by w1", "b": "b by w2", "c": "c by w2"}
-    assert status(store, eid) == "completed"
-    assert store.get_execution(eid).result == expected  # type: ignore[union-attr]
+    # w1's flock is still held (it is alive), so only the expiry of its lease lets w2 in
+    w2 = workers.start("crash", "w2", lease=30, until=(eid,))
+    workers.wait_until(lambda: time.time() > w1_lease_until, "w1's lease to expire")
+    # nothing else happens: w2's quiet fallback tick (1 s) must find the expired lease itself
+    workers.wait_stopped(w2)
+    workers.pause_outside_a_write(w2)
     assert workers.effects("lease") == ["a w1", "b w1", "b w2", "c w2"]
+    assert effect_time(workers, "lease", "b", "w2") >= w1_lease_until, "taken before expiry"
+    assert effect_time(workers, "lease", "b", "w2") < w1_lease_until + 3, "taken over late"
+    assert lease_of(store, eid)[0] == f"w2-{w2.pid}"
+    assert step_results(store, eid) == {"a": "a by w1", "b": "b by w2"}
 
-    # wake w1 and let its step b return: the write of its result must be refused
-    Path(workers.db + ".release").touch()
+    # wake w1: its step b returns and tries to store "b by w1" while w2 holds the lease
+    Path(f"{workers.db}.release.w1").touch()
     os.kill(w1.pid, signal.SIGCONT)
     refused = workers.wait_until(
         lambda: [o for o in workers.lines(".outcomes") if o[:2] == ["w1", eid]],
@@ -358,11 +431,19 @@ def test_a_paused_worker_loses_its_lease_and_its_stale_write_is_refused(
     assert refused[0][2] == "aborted", refused
     assert "no longer holds the lease" in " ".join(refused[0][3:]), refused
     assert w1.poll() is None  # w1 dropped the execution and lives on
+    assert status(store, eid) == "running"
+    assert lease_of(store, eid)[0] == f"w2-{w2.pid}"
+    assert step_results(store, eid) == {"a": "a by w1", "b": "b by w2"}  # not overwritten
 
+    Path(f"{workers.db}.release.w2").touch()
+    os.kill(w2.pid, signal.SIGCONT)
+    workers.finish(w2)
+    expected = {"a": "a by w1", "b": "b by w2", "c": "c by w2"}
     assert status(store, eid) == "completed"
     assert store.get_execution(eid).result == expected  # type: ignore[union-attr]
-    assert step_results(store, eid) == expected  # w1's "b by w1" never overwrote w2's
+    assert step_results(store, eid) == expected
     completions = [e.data["step_id"] for e in store.list_audit_entries(eid)
                    if e.kind == "step_completed"]
-    assert completions == ["a", "b", "c"]
+    assert completions == ["a", "b", "c"]  # one commit per step: w1's b never got in
     assert workers.effects("lease") == ["a w1", "b w1", "b w2", "c w2"]  # w1 never reached c
+    assert [o[2] for o in workers.lines(".outcomes") if o[:2] == ["w1", eid]] == ["aborted"]
