@@ -90,6 +90,17 @@ class Runner:
     def _lease_until(self) -> float:
         return real_time() + self.lease_seconds
 
+    def lease_until(self) -> float:
+        """The lease end for a claim made now."""
+        return self._lease_until()
+
+    def has_room(self) -> bool:
+        return self._claiming and len(self.running) < self.concurrency
+
+    def adopt(self, claim: Claim) -> None:
+        """Run an execution claimed outside a tick (a signal that woke it in this process)."""
+        self._start_runs([claim])
+
     async def _submit(self, method: Any, /, *args: Any, **kwargs: Any) -> Any:
         return await self.env.write(method, *args, **kwargs)
 

@@ -186,9 +186,19 @@ class DurableService:
         signal_id = signal_id_of(signal)
         text = codec.encode(payload, what=f"the payload of signal {signal_id!r}",
                             max_bytes=self.max_payload_bytes)
-        seq = await self._write(self.store.append_signal, execution_id=execution_id,
-                                signal_id=signal_id, payload_json=text,
-                                now=self.clock.timestamp())
+        if self._started and self.runner.has_room():
+            seq, claim = await self._write(
+                self.store.signal_and_claim, execution_id=execution_id, signal_id=signal_id,
+                payload_json=text, now=self.clock.timestamp(), worker_id=self.worker_id,
+                workflow_ids=self.registry.ids(), lease_until=self.runner.lease_until(),
+                audit=self.audit)
+            if claim is not None:
+                self.runner.adopt(claim)
+                return int(seq)
+        else:
+            seq = await self._write(self.store.append_signal, execution_id=execution_id,
+                                    signal_id=signal_id, payload_json=text,
+                                    now=self.clock.timestamp())
         self.runner.wake()
         return int(seq)
 

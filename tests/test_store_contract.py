@@ -1400,3 +1400,42 @@ def test_data_version_moves_when_another_store_commits(env: StoreEnv, store: Any
     assert store.data_version() == before
     start(other)
     assert store.data_version() != before
+
+
+# signal_and_claim: a worker's own signal claims the execution it wakes -----------------------
+def _signal_and_claim(store: Any, execution_id: str, *, signal_id: str = "approved",
+                      workflows: tuple[str, ...] = (WF,)) -> tuple[int, Claim | None]:
+    seq, found = store.signal_and_claim(
+        execution_id=execution_id, signal_id=signal_id, payload_json='{"ok":true}', now=T0,
+        worker_id="w1", workflow_ids=list(workflows), lease_until=R0 + LEASE)
+    return int(seq), found
+
+
+def test_signal_and_claim_claims_the_waiting_execution_it_wakes(store: Any) -> None:
+    execution_id = waiting(store)
+    seq, found = _signal_and_claim(store, execution_id)
+    assert seq == 1 and found is not None
+    assert found.execution.status == "running" and found.execution.lease_owner == "w1"
+    assert status_of(store, execution_id) == "running"
+    assert changes(store, execution_id)[-1] == ("waiting", "running", "signal approved")
+    # the signal is buffered for the wait to consume, exactly once
+    assert consume(store, execution_id, "approval") is not None
+
+
+def test_signal_and_claim_leaves_other_workers_executions_pending(store: Any) -> None:
+    execution_id = waiting(store)
+    seq, found = _signal_and_claim(store, execution_id, workflows=("other.v1",))
+    assert (seq, found) == (1, None)
+    assert status_of(store, execution_id) == "pending"
+
+
+def test_signal_and_claim_does_not_claim_an_execution_that_waits_for_something_else(
+        store: Any) -> None:
+    execution_id = waiting(store, signal_id="shipped")
+    assert _signal_and_claim(store, execution_id) == (1, None)
+    assert status_of(store, execution_id) == "waiting"
+    sleeper = sleeping(store)
+    assert _signal_and_claim(store, sleeper) == (1, None)
+    assert status_of(store, sleeper) == "sleeping"
+    with pytest.raises(ExecutionNotFound):
+        _signal_and_claim(store, "missing")

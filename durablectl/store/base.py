@@ -142,6 +142,11 @@ class Store(Protocol):
         self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
     ) -> int: ...
 
+    def signal_and_claim(
+        self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
+        worker_id: str, workflow_ids: Sequence[str], lease_until: float, audit: bool = True,
+    ) -> tuple[int, Claim | None]: ...
+
     def cancel_execution(
         self, execution_id: str, *, reason: str | None, now: float, audit: bool = True
     ) -> Execution: ...

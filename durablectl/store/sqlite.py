@@ -1112,40 +1112,69 @@ class SqliteStore:
         self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
     ) -> int:
         def job(conn: sqlite3.Connection, txn: _Txn) -> int:
-            row = conn.execute(
-                "SELECT status FROM executions WHERE execution_id = ?", (execution_id,)
-            ).fetchone()
-            if row is None:
-                raise ExecutionNotFound(execution_id)
-            status = row[0]
-            if status not in ACTIVE_STATUSES:
-                raise ExecutionNotActive(execution_id, "signal", status, ACTIVE_STATUSES)
-            seq = conn.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM signals"
-                " WHERE execution_id = ? AND signal_id = ?", (execution_id, signal_id),
-            ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO signals (execution_id, signal_id, seq, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?)", (execution_id, signal_id, seq, payload_json, now),
-            )
-            conn.execute(
-                "UPDATE executions SET wakeups = wakeups + 1 WHERE execution_id = ?",
-                (execution_id,),
-            )
-            if status == "waiting" and conn.execute(
-                "SELECT 1 FROM timers WHERE execution_id = ? AND kind = 'signal'"
-                " AND signal_id = ? AND state = 'pending' LIMIT 1", (execution_id, signal_id),
-            ).fetchone():
-                attempt = conn.execute(
-                    "UPDATE executions SET status = 'pending', updated_at = ?"
-                    " WHERE execution_id = ? RETURNING attempt", (now, execution_id),
-                ).fetchone()[0]
-                self._status_change(conn, txn, execution_id=execution_id, attempt=attempt,
-                                    old="waiting", new="pending",
-                                    reason=f"signal {signal_id}", now=now, audit=True)
-            return int(seq)
+            return self._append_signal(conn, txn, execution_id, signal_id, payload_json, now,
+                                       None)[0]
 
         return self._write(job)
+
+    def signal_and_claim(
+        self, *, execution_id: str, signal_id: str, payload_json: str | None, now: float,
+        worker_id: str, workflow_ids: Sequence[str], lease_until: float, audit: bool = True,
+    ) -> tuple[int, Claim | None]:
+        """``append_signal`` for a worker in the same process: when the signal wakes an
+        execution this worker runs, it is claimed in the same transaction (one commit less
+        on the way from the signal to the workflow)."""
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[int, Claim | None]:
+            return self._append_signal(conn, txn, execution_id, signal_id, payload_json, now,
+                                       (worker_id, set(workflow_ids), lease_until, audit))
+
+        return self._write(job)
+
+    def _append_signal(self, conn: sqlite3.Connection, txn: _Txn, execution_id: str,
+                       signal_id: str, payload_json: str | None, now: float,
+                       claim_for: tuple[str, set[str], float, bool] | None,
+                       ) -> tuple[int, Claim | None]:
+        row = conn.execute(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
+            (execution_id,),
+        ).fetchone()
+        if row is None:
+            raise ExecutionNotFound(execution_id)
+        status = row[2]
+        if status not in ACTIVE_STATUSES:
+            raise ExecutionNotActive(execution_id, "signal", status, ACTIVE_STATUSES)
+        seq = int(conn.execute(
+            "SELECT coalesce(max(seq), 0) + 1 FROM signals"
+            " WHERE execution_id = ? AND signal_id = ?", (execution_id, signal_id),
+        ).fetchone()[0])
+        conn.execute(
+            "INSERT INTO signals (execution_id, signal_id, seq, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?)", (execution_id, signal_id, seq, payload_json, now),
+        )
+        wakeups = int(conn.execute(
+            "UPDATE executions SET wakeups = wakeups + 1 WHERE execution_id = ?"
+            " RETURNING wakeups", (execution_id,),
+        ).fetchone()[0])
+        if status != "waiting" or not conn.execute(
+            "SELECT 1 FROM timers WHERE execution_id = ? AND kind = 'signal'"
+            " AND signal_id = ? AND state = 'pending' LIMIT 1", (execution_id, signal_id),
+        ).fetchone():
+            return seq, None
+        reason = f"signal {signal_id}"
+        if claim_for is not None and row[1] in claim_for[1]:
+            worker_id, _ids, lease_until, audit = claim_for
+            [claim] = self._claim_many(conn, txn, [(row, row[4], wakeups, True)],
+                                       worker_id=worker_id, now=now, lease_until=lease_until,
+                                       reason=reason, audit=audit)
+            return seq, claim
+        conn.execute(
+            "UPDATE executions SET status = 'pending', updated_at = ? WHERE execution_id = ?",
+            (now, execution_id),
+        )
+        self._status_change(conn, txn, execution_id=execution_id, attempt=row[4],
+                            old="waiting", new="pending", reason=reason, now=now, audit=True)
+        return seq, None
 
     def cancel_execution(
         self, execution_id: str, *, reason: str | None, now: float, audit: bool = True
