@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -121,9 +121,10 @@ async def call_user(fn: Callable[..., Any], env: RunEnv, *args: Any) -> Any:
     return value
 
 
-class StepBuilder:
-    """``ctx.step(id)`` and ``ctx.step(id, fn)``: awaitable; ``.up(fn).down(comp)`` registers a
-    compensation for ``rollback``."""
+class StepBuilder(Coroutine[Any, Any, Any]):
+    """``ctx.step(id)`` and ``ctx.step(id, fn)``: a coroutine (so ``await``, ``gather`` and
+    ``TaskGroup.create_task`` all take it); ``.up(fn).down(comp)`` registers a compensation
+    for ``rollback``. The step starts when it is first awaited or scheduled."""
 
     def __init__(self, ctx: WorkflowContext, step_id: str, fn: Callable[[], Any] | None,
                  retries: int, timeout: float | timedelta | None) -> None:
@@ -133,6 +134,7 @@ class StepBuilder:
         self._down: Callable[[Any], Any] | None = None
         self._retries = retries
         self._timeout = timeout
+        self._inner: Coroutine[Any, Any, Any] | None = None
 
     def up(self, fn: Callable[[], Any]) -> StepBuilder:
         self._fn = fn
@@ -142,13 +144,28 @@ class StepBuilder:
         self._down = compensation
         return self
 
+    def _coroutine(self) -> Coroutine[Any, Any, Any]:
+        if self._inner is None:
+            if self._fn is None:
+                raise TypeError(f"step {self._step_id!r}: give it a function, or call "
+                                ".up(fn) before awaiting it")
+            timeout = None if self._timeout is None else seconds_of(self._timeout)
+            self._inner = self._ctx._step(self._step_id, self._fn, self._retries, timeout,
+                                          self._down)
+        return self._inner
+
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._fn is None:
-            raise TypeError(f"step {self._step_id!r}: give it a function, or call .up(fn) "
-                            "before awaiting it")
-        timeout = None if self._timeout is None else seconds_of(self._timeout)
-        return self._ctx._step(self._step_id, self._fn, self._retries, timeout,
-                               self._down).__await__()
+        return self._coroutine().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine().send(value)
+
+    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
+        return self._coroutine().throw(typ, value, traceback)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 class WorkflowContext:
