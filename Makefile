@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test bench crash clean
+.PHONY: install lint test bench clean man demo
 
 $(BIN)/durablectl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,14 +14,24 @@ $(BIN)/durablectl: pyproject.toml
 install: $(BIN)/durablectl
 
 lint: install
-	$(BIN)/ruff check durablectl tests bench
+	$(BIN)/ruff check durablectl tests bench workflows_example
 	$(BIN)/mypy durablectl
 
 test: lint
 	$(BIN)/pytest
 
+# a daemon on a throwaway database serving workflows_example/, one workflow run end to end;
+# leaves the daemon running and prints the commands to try next (daemon stop among them)
+demo: install
+	@sh scripts/demo.sh
+
 bench: install
 	$(BIN)/python -m bench.run
+
+# man/durablectl.1 and man/durablectl-<group>.1 from the typer app (tests/test_man_pages.py
+# fails when they are stale)
+man: install
+	$(BIN)/python -m durablectl.cli.manpages man/
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -63,6 +63,7 @@ class Runner:
         self._orphans: set[str] = set()
         self._maybe_ready = True
         self._due_stale = True
+        self._check_unloaded = False
         self._next_due: float | None = None
         self.ticks = 0
 
@@ -167,6 +168,15 @@ class Runner:
                              self.worker_id, freed)
             except Exception:
                 log.exception("worker %s: checking other workers failed", self.worker_id)
+        if self._check_unloaded:
+            # another process may have queued work for a workflow this worker does not run:
+            # say so on the execution instead of leaving it silently pending
+            self._check_unloaded = False
+            try:
+                await self._submit(self.store.mark_unloaded, workflow_ids=self.registry.ids(),
+                                   reason_prefix=UNLOADED_REASON)
+            except Exception:
+                log.exception("worker %s: marking unloaded workflows failed", self.worker_id)
         for execution_id in list(self._orphans):
             if execution_id in self.running:
                 continue
@@ -261,6 +271,7 @@ class Runner:
             self._data_version = version
             self._maybe_ready = True
             self._due_stale = True
+            self._check_unloaded = True
             self._refresh_cancellations()
 
     def _refresh_cancellations(self) -> None:

@@ -30,7 +30,7 @@ from durablectl.errors import (
 )
 from durablectl.events import DurableEventRecord, durable_events
 from durablectl.model import AuditEntry, Completed, Execution, ExecutionStatus
-from durablectl.runner import Runner
+from durablectl.runner import UNLOADED_REASON, Runner
 from durablectl.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class DurableService:
         """Free the executions of dead workers so that live ones (this one first) run them."""
         freed = self.store.reap_dead_workers(real_now=real_time())
         self.store.mark_unloaded(workflow_ids=self.registry.ids(),
-                                 reason_prefix="workflow not loaded: ")
+                                 reason_prefix=UNLOADED_REASON)
         self.runner.wake()
         return freed
 

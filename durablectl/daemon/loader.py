@@ -7,6 +7,7 @@ never unloads a workflow that has executions in flight."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -15,12 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from durablectl.definitions import Registry, Workflow
 
 log = logging.getLogger(__name__)
 
 MODULE_PREFIX = "durablectl_workflows"
+FOLDER_POLL_SECONDS = 2.0  # how often a missing workflows folder is looked for
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,17 @@ def _describe(exc: BaseException, folder: Path) -> LoadError:
                      f"{type(exc).__name__}: {exc}")
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compile from the source every time. The bytecode cache keys on the source's mtime in
+    whole seconds and its size, so an edit of the same size within the same second would load
+    the stale ``.pyc``; and writing ``__pycache__`` into the watched folder would wake the
+    watcher for nothing."""
+
+    def get_code(self, fullname: str) -> Any:
+        source = self.get_data(self.path)
+        return compile(source, self.path, "exec", dont_inherit=True)
+
+
 class WorkflowLoader:
     """The workflows of one folder, kept in ``registry``."""
 
@@ -72,7 +86,8 @@ class WorkflowLoader:
         qualified = f"{MODULE_PREFIX}.{name}"
         package = file.name == "__init__.py"
         spec = importlib.util.spec_from_file_location(
-            qualified, file, submodule_search_locations=[str(file.parent)] if package else None)
+            qualified, file, loader=_SourceOnlyLoader(qualified, str(file)),
+            submodule_search_locations=[str(file.parent)] if package else None)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {file}")
         module = importlib.util.module_from_spec(spec)
@@ -152,16 +167,39 @@ class WorkflowLoader:
         return names
 
     async def watch(self, on_reload: Callable[[list[LoadError]], Awaitable[None]],
-                    stop: object = None) -> None:
-        """Reload changed modules until cancelled (watchfiles)."""
+                    stop: Any = None) -> None:
+        """Reload changed modules until ``stop`` (an ``asyncio.Event``) is set or cancelled.
+
+        A folder that does not exist yet (or was removed) is waited for, then loaded in full:
+        an inotify watch cannot outlive its folder. ``step`` is how often watchfiles' thread
+        wakes to look for changes and for ``stop``: at its default (50 ms) an idle daemon wakes
+        20 times a second for this alone; a reload does not need to be that fast."""
+        import asyncio
+
         import watchfiles
 
-        async for changes in watchfiles.awatch(self.folder, stop_event=stop,  # type: ignore[arg-type, unused-ignore]
-                                               debounce=200, step=50):
-            names = self.changed_modules({path for _change, path in changes})
-            names = {n for n in names if not n.startswith((".", "_"))}
-            if not names:
+        def stopped() -> bool:
+            return stop is not None and bool(stop.is_set())
+
+        while not stopped():
+            if not self.folder.is_dir():
+                await asyncio.sleep(FOLDER_POLL_SECONDS)
+                if self.folder.is_dir():
+                    log.info("workflows folder %s appeared; loading it", self.folder)
+                    await on_reload(self.load())
                 continue
-            log.info("workflow files changed: %s; reloading", ", ".join(sorted(names)))
-            errors = self.load(only=names)
-            await on_reload(errors)
+            try:
+                async for changes in watchfiles.awatch(self.folder, stop_event=stop,
+                                                       debounce=200, step=200):
+                    names = self.changed_modules({path for _change, path in changes})
+                    names = {n for n in names if not n.startswith((".", "_"))}
+                    if names:
+                        log.info("workflow files changed: %s; reloading",
+                                 ", ".join(sorted(names)))
+                        await on_reload(self.load(only=names))
+                    if not self.folder.is_dir():
+                        log.warning("workflows folder %s was removed; waiting for it",
+                                    self.folder)
+                        break
+            except FileNotFoundError:  # removed between the check and the watch
+                continue

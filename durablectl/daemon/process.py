@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from durablectl.errors import DaemonNotRunning, DaemonRunning, DurableError, Sto
 log = logging.getLogger("durablectl.daemon")
 
 DB_CHECK_SECONDS = 2.0  # how often the daemon checks that its database file is still there
+UNLOADED_CHECK_SECONDS = 1.0  # fallback for lost nudges: other processes' new executions
+STEP_THREAD_PREFIX = "durablectl-step"  # the runner's step threads (see runner.Runner)
 META_PID = "daemon.pid"
 META_SOCKET = "daemon.socket"
 
@@ -119,10 +122,13 @@ class Daemon:
             self.stop_event = asyncio.Event()
             running_service = service
 
+            self.unloaded_check = asyncio.Event()
+
             async def handle(message: dict[str, Any]) -> dict[str, Any]:
                 op = message.get("op")
                 if op == "nudge":
                     running_service.runner.wake()
+                    self.unloaded_check.set()
                     return {"ok": True}
                 if op == "status":
                     return {"ok": True, **self.status(running_service, loader)}
@@ -143,8 +149,12 @@ class Daemon:
                     now=running_service.clock.timestamp())
                 await running_service.recover()
 
-            tasks.append(asyncio.ensure_future(loader.watch(reloaded, self.stop_event)))
-            tasks.append(asyncio.ensure_future(self._watch_database(store.path, db_stat)))
+            for name, job in (("watching the workflows folder",
+                               loader.watch(reloaded, self.stop_event)),
+                              ("watching the database file",
+                               self._watch_database(store.path, db_stat)),
+                              ("marking unloaded workflows", self._watch_unloaded(service))):
+                tasks.append(asyncio.ensure_future(_logged(name, job)))
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop_event.set)
@@ -196,6 +206,33 @@ class Daemon:
                 self.stop_event.set()
                 return
 
+    async def _watch_unloaded(self, service: Any) -> None:
+        """Give executions that other processes store for a workflow this daemon has not loaded
+        a ``status_reason`` saying so (SPEC §3: they wait, they are not failed). Start-up and
+        reloads do it through ``recover``; this covers executions stored while the daemon runs,
+        at once on a nudge, else when ``data_version`` says someone committed."""
+        import asyncio
+
+        from durablectl.runner import UNLOADED_REASON
+
+        store = service.store
+        last_version: int | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.unloaded_check.wait(), UNLOADED_CHECK_SECONDS)
+            nudged = self.unloaded_check.is_set()
+            self.unloaded_check.clear()
+            try:
+                version = store.data_version()
+                if version == last_version and not nudged:
+                    continue
+                last_version = version
+                await service.runner.env.write(store.mark_unloaded,
+                                               workflow_ids=service.registry.ids(),
+                                               reason_prefix=UNLOADED_REASON)
+            except Exception:
+                log.exception("could not mark executions of workflows not loaded")
+
     def status(self, service: Any, loader: Any) -> dict[str, Any]:
         store = service.store
         next_due = store.next_due_at()
@@ -212,6 +249,14 @@ class Daemon:
             "load_errors": [str(e) for e in loader.errors.values()],
             "running": len(service.runner.running),
         }
+
+
+async def _logged(what: str, job: Awaitable[None]) -> None:
+    """A background task whose failure is logged, not lost until exit."""
+    try:
+        await job
+    except Exception:
+        log.exception("daemon %d: %s failed", os.getpid(), what)
 
 
 def _iso(ts: float) -> str:
@@ -234,13 +279,35 @@ def run_foreground(settings: DaemonSettings, *, ready_fd: int | None = None) -> 
 
     daemon = Daemon(settings)
     try:
-        return asyncio.run(daemon.run(on_ready=lambda: report(f"ready {os.getpid()}")))
+        code = asyncio.run(daemon.run(on_ready=lambda: report(f"ready {os.getpid()}")))
     except DurableError as exc:
         report(f"error {exc.exit_code} {exc}")
         raise
     except Exception as exc:
         report(f"error 6 {type(exc).__name__}: {exc}")
         raise
+    _leave_abandoned_steps(code)
+    return code
+
+
+def _leave_abandoned_steps(code: int) -> None:
+    """Exit now if a synchronous step outlived the grace period. Its thread cannot be
+    interrupted, and the interpreter would wait for it at exit, forever for a step that
+    blocks: the daemon would linger after ``daemon stop`` said it stopped. Its execution was
+    released and runs again from its history on the next start (at-least-once steps)."""
+    import threading
+
+    lingering = [t.name for t in threading.enumerate()
+                 if t.name.startswith(STEP_THREAD_PREFIX) and t.is_alive()]
+    if not lingering:
+        return
+    log.warning("daemon %d: %d step thread(s) still running after the grace period are "
+                "abandoned", os.getpid(), len(lingering))
+    logging.shutdown()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def start_detached(settings: DaemonSettings, *, timeout: float = 30.0) -> int:
@@ -316,11 +383,27 @@ def stop(settings: DaemonSettings, *, timeout: float | None = None) -> int:
                 os.kill(pid, signal.SIGTERM)
     grace = float(settings.service_options.get("grace_seconds", 10))
     deadline = monotonic() + (timeout if timeout is not None else grace + 10)
-    while running_pid(paths) is not None:
+    # stopped means gone: the lock is released a moment before the process has exited
+    while running_pid(paths) is not None or (pid > 0 and _process_alive(pid)):
         if monotonic() > deadline:
             raise StorageError(f"the daemon (pid {pid}) did not stop in time")
-        time.sleep(0.05)
+        time.sleep(0.02)
     return pid
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie that no one has reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) is all we know
 
 
 def status(settings: DaemonSettings) -> dict[str, Any]:
