@@ -79,7 +79,7 @@ class Session:
     def nudge(self) -> bool:
         """Wake the database's daemon so it sees what we just committed."""
         from durablectl.daemon.ipc import nudge
-        from durablectl.daemon.process import socket_for
+        from durablectl.daemon.paths import socket_for
 
         return nudge(socket_for(self.db_path, self.store))
 

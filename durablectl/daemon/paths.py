@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SOCKET_PATH_LIMIT = 100  # AF_UNIX paths are limited to ~108 bytes; keep a margin
 
@@ -63,3 +64,16 @@ def daemon_paths(database: str | os.PathLike[str], *, log_file: str | None = Non
 def ensure_private_dir(path: Path) -> None:
     """Create a folder readable by its owner only (pid, log and socket live there)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def socket_for(database: str, store: Any = None) -> Path | None:
+    """The socket of the database's daemon: from the paths, else as the daemon recorded it in
+    the database (a client run with another environment, such as cron or sudo)."""
+    paths = daemon_paths(database)
+    if paths.socket.exists():
+        return paths.socket
+    if store is not None:
+        recorded = store.get_meta("daemon.socket")
+        if recorded and Path(recorded).exists():
+            return Path(recorded)
+    return None

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from durablectl.clock import monotonic, real_time
-from durablectl.daemon.paths import DaemonPaths, daemon_paths, ensure_private_dir
+from durablectl.daemon.paths import (  # noqa: F401 - socket_for is re-exported
+    DaemonPaths,
+    daemon_paths,
+    ensure_private_dir,
+    socket_for,
+)
 from durablectl.errors import DaemonNotRunning, DaemonRunning, DurableError, StorageError
 
 log = logging.getLogger("durablectl.daemon")
@@ -416,18 +421,6 @@ def status(settings: DaemonSettings) -> dict[str, Any]:
     answer = ipc.request(paths.socket, "status", timeout=5)
     answer.pop("ok", None)
     return answer
-
-
-def socket_for(database: str, store: Any = None) -> Path | None:
-    """The socket of the database's daemon: from the paths, else as the daemon recorded it."""
-    paths = daemon_paths(database)
-    if paths.socket.exists():
-        return paths.socket
-    if store is not None:
-        recorded = store.get_meta(META_SOCKET)
-        if recorded and Path(recorded).exists():
-            return Path(recorded)
-    return None
 
 
 def dumps(data: dict[str, Any]) -> str:
