@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -421,7 +420,3 @@ def status(settings: DaemonSettings) -> dict[str, Any]:
     answer = ipc.request(paths.socket, "status", timeout=5)
     answer.pop("ok", None)
     return answer
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True)
