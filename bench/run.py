@@ -6,7 +6,8 @@ plain-text table, then ONE line of JSON with every figure, target and ratio.
 
 Workloads: ``ceiling`` (raw single-row commits/s, same folder and pragmas; always measured),
 ``W1`` (throughput), ``W2`` (signal round trips), ``W3`` (sleep wake-up lateness), ``W4`` (a
-10,000-step history and its replay), ``restart`` (SIGKILL a worker, start a new one). Each one
+10,000-step history and its replay), ``restart`` (SIGKILL a worker, start a new one), ``cli``
+(``durablectl status ID --json`` as a new process, 20 times). Each one
 checks its own results; the exit status is 1 when any check fails (never for a missed target).
 Targets are defined at ``synchronous=FULL``; the ratios are printed either way.
 """
@@ -30,11 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.cli import run_cli
 from bench.common import Result, open_store, read_pragmas
 from bench.restart import run_restart
 from bench.workloads import FULL, QUICK, Sizes, run_ceiling, run_w1, run_w2, run_w3, run_w4
 
-WORKLOADS = ("ceiling", "W1", "W2", "W3", "W4", "restart")
+WORKLOADS = ("ceiling", "W1", "W2", "W3", "W4", "restart", "cli")
 
 # (figure, direction, target, what): direction ">=" means higher is better
 TARGETS: list[tuple[str, str, float, str]] = [
@@ -46,6 +48,8 @@ TARGETS: list[tuple[str, str, float, str]] = [
     ("w3b_p99_ms", "<=", 10.0, "W3b simultaneous wake-up lateness p99 (ms)"),
     ("w4_replay_ms", "<=", 150.0, "W4 replay of 10,000 steps (ms)"),
     ("restart_s", "<=", 1.0, "restart: new process to re-run (s)"),
+    ("cli_status_json_p50_ms", "<=", 150.0, "cli: status ID --json, median wall (ms)"),
+    ("cli_status_json_p90_ms", "<=", 150.0, "cli: status ID --json, p90 wall (ms)"),
 ]
 
 LABELS: dict[str, str] = {
@@ -86,6 +90,10 @@ LABELS: dict[str, str] = {
     "restart_interpreter_s": "  interpreter start (s)",
     "restart_imports_s": "  imports (s)",
     "restart_recover_to_rerun_s": "  open, recover, claim, re-run (s)",
+    "cli_status_json_p50_ms": "status ID --json, median wall (ms)",
+    "cli_status_json_p90_ms": "status ID --json, p90 wall (ms)",
+    "cli_status_json_min_ms": "status ID --json, fastest (ms)",
+    "cli_python_startup_ms": "  python -c pass, median (ms)",
 }
 
 
@@ -120,6 +128,8 @@ def _run_one(name: str, folder: Path, synchronous: str, sizes: Sizes) -> Result:
             result = run_ceiling(folder, synchronous, sizes)
         elif name == "restart":
             result = run_restart(folder, synchronous, timeout=min(sizes.timeout_s, 60.0))
+        elif name == "cli":
+            result = run_cli(folder, synchronous, sizes.cli_runs)
         else:
             result = asyncio.run(asyncio.wait_for(
                 coroutines[name](folder, synchronous, sizes), sizes.timeout_s))

@@ -49,13 +49,14 @@ class Sizes:
     w4_steps: int = 10_000
     w4_replays: int = 3
     ceiling_s: float = 2.0
+    cli_runs: int = 20  # `durablectl status ID --json` processes, after two warm-up runs
     timeout_s: float = 240.0  # per workload; a hung engine fails the run instead of hanging it
 
 
 FULL = Sizes()
 QUICK = Sizes(w1_executions=20, w1_repeats=1, w2_signals=12, w2_window=3, w3a_sleeps=20,
               w3a_sleep_s=0.2, w3a_spread_s=0.2, w3b_sleeps=10, w3b_lead_s=0.3, w4_steps=50,
-              w4_replays=1, ceiling_s=0.2, timeout_s=60.0)
+              w4_replays=1, ceiling_s=0.2, cli_runs=5, timeout_s=60.0)
 
 
 # W1: throughput of short workflows -----------------------------------------------------------

@@ -18,6 +18,8 @@ _EXPORTS: dict[str, str] = {
     "ScheduleSpec": "durablectl.definitions",
     "cron": "durablectl.definitions",
     "every": "durablectl.definitions",
+    "next_runs": "durablectl.schedules",
+    "ScheduleRun": "durablectl.model",
     "WorkflowContext": "durablectl.context",
     "DurableService": "durablectl.service",
     "DurableClient": "durablectl.client",
@@ -89,6 +91,7 @@ __all__ = [
     "ResultTypeError",
     "Schedule",
     "ScheduleNotFound",
+    "ScheduleRun",
     "ScheduleSpec",
     "Signal",
     "SignalResult",
@@ -105,6 +108,7 @@ __all__ = [
     "cron",
     "durable_events",
     "every",
+    "next_runs",
     "workflow",
 ]
 
@@ -167,9 +171,11 @@ if TYPE_CHECKING:
         ExecutionDetail,
         ExecutionStatus,
         Schedule,
+        ScheduleRun,
         SignalResult,
         StepRecord,
     )
+    from durablectl.schedules import next_runs
     from durablectl.service import DurableService
     from durablectl.store.base import Store
     from durablectl.store.sqlite import SqliteStore

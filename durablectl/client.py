@@ -23,7 +23,7 @@ from durablectl.errors import (
     WaitTimedOut,
     WorkflowNotFound,
 )
-from durablectl.model import Execution, ExecutionDetail, WorkerInfo
+from durablectl.model import Execution, ExecutionDetail, Schedule, WorkerInfo
 from durablectl.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,49 @@ class DurableClient:
     def recover(self) -> int:
         """Free the executions of workers that are gone, so a live worker takes them."""
         return self.store.reap_dead_workers(real_now=real_time())
+
+    # schedules (a daemon or a service fires them) --------------------------------------------
+    def _schedules(self) -> Any:
+        from durablectl.schedules import ScheduleManager
+
+        return ScheduleManager(self.store, self.clock, max_payload_bytes=self.max_payload_bytes)
+
+    def schedule(self, workflow: Workflow | str, input: Any = None, *, at: Any = None,
+                 delay: float | timedelta | None = None) -> str:
+        """A one-time schedule; returns its id."""
+        schedule_id: str = self._schedules().schedule(workflow, input, at=at, delay=delay)
+        return schedule_id
+
+    def ensure_schedule(self, workflow: Workflow | str, input: Any = None, *, id: str,
+                        cron: str | None = None, interval: float | timedelta | None = None,
+                        timezone: str | None = None, catch_up: str | None = None,
+                        overlap: str | None = None) -> Schedule:
+        """Create or update a recurring schedule (idempotent)."""
+        schedule: Schedule = self._schedules().ensure_schedule(
+            workflow, input, id=id, cron=cron, interval=interval, timezone=timezone,
+            catch_up=catch_up, overlap=overlap)
+        return schedule
+
+    def update_schedule(self, schedule_id: str, **changes: Any) -> Schedule:
+        schedule: Schedule = self._schedules().update_schedule(schedule_id, **changes)
+        return schedule
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        return self.store.pause_schedule(schedule_id, reason="operator",
+                                         now=self.clock.timestamp())
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        schedule: Schedule = self._schedules().resume_schedule(schedule_id)
+        return schedule
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return self.store.get_schedule(schedule_id)
+
+    def list_schedules(self) -> list[Schedule]:
+        return self.store.list_schedules()
+
+    def remove_schedule(self, schedule_id: str) -> None:
+        self.store.remove_schedule(schedule_id)
 
 
 class DurableOperator:

@@ -116,6 +116,19 @@ class Schedule:
     last_execution_id: str | None
     last_execution_status: str | None
     paused_reason: str | None
+    declared: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One tick of a schedule: ``outcome`` is started, skipped, queued or missed."""
+
+    schedule_id: str
+    due_at: datetime
+    outcome: str
+    execution_id: str | None
+    recorded_at: datetime
+    missed_count: int = 0
 
 
 @dataclass(frozen=True)

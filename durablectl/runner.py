@@ -9,16 +9,20 @@ fallback tick; there is no fixed poll that adds latency.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from durablectl.client import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF, new_execution_id
 from durablectl.clock import Clock, real_time
 from durablectl.context import RunEnv, WorkflowContext
 from durablectl.definitions import Registry
 from durablectl.engine import RunOutcome, run_execution
 from durablectl.history import HistoryCache
+from durablectl.model import Schedule
+from durablectl.schedules import SchedulePlanner
 from durablectl.store.base import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,10 @@ class Runner:
         self._maybe_ready = True
         self._due_stale = True
         self._check_unloaded = False
+        self._check_queued = True
         self._next_due: float | None = None
+        self.schedule_options: dict[str, Any] = {"misfire_grace_seconds": 60.0,
+                                                 "max_catch_up": 100}
         self.ticks = 0
 
     # waking ----------------------------------------------------------------------------------
@@ -122,11 +129,18 @@ class Runner:
         free = self.concurrency - len(self.running)
         if self._claiming and loaded:
             # fire in small chunks so the first woken runs start while the rest are fired
+            if self._check_queued:
+                self._check_queued = False
+                if self.store.has_queued_schedule_runs():
+                    await self._fire_schedules(now)
             while free > 0 and self._next_due is not None and self._next_due <= now:
+                # schedules and execution timers fire in the same grouped commit
+                started_future = self._fire_schedules(now)
                 claims = await self._submit(
                     self.store.fire_due_timers, worker_id=self.worker_id, workflow_ids=loaded,
                     now=now, real_now=real_now, lease_until=self._lease_until(),
                     limit=min(free, FIRE_CHUNK), audit=self.env.audit)
+                await started_future
                 self._start_runs(claims)
                 free = self.concurrency - len(self.running)
                 self._next_due = self.store.next_due_at()
@@ -147,6 +161,35 @@ class Runner:
         if len(self.running) >= self.concurrency:
             return None  # full: the next run to end wakes the loop
         return self._next_due
+
+    def _fire_schedules(self, now: float) -> Any:
+        """Start the executions of due schedule ticks (and of queued ticks whose previous
+        execution has finished); returns an awaitable of the new execution ids."""
+        planner = SchedulePlanner(now=now, **self.schedule_options)
+
+        def new_execution(schedule: Schedule, tick: float) -> dict[str, Any]:
+            workflow = self.registry.get(schedule.workflow_id)
+            timeout = workflow.timeout if workflow is not None else None
+            return {
+                "execution_id": new_execution_id(),
+                "max_attempts": workflow.max_attempts if workflow else DEFAULT_MAX_ATTEMPTS,
+                "retry_backoff": workflow.retry_backoff if workflow else DEFAULT_RETRY_BACKOFF,
+                "input_json": json.dumps(schedule.input),
+                "deadline": None if timeout is None else now + timeout,
+            }
+
+        future = self.env.write(self.store.fire_schedules, now=now, limit=FIRE_CHUNK,
+                                plan=planner, new_execution=new_execution,
+                                audit=self.env.audit)
+
+        async def settle() -> list[str]:
+            started: list[str] = await future
+            if started:
+                self._maybe_ready = True
+                log.info("worker %s: schedules started %s", self.worker_id, ", ".join(started))
+            return started
+
+        return asyncio.ensure_future(settle())
 
     async def _housekeeping(self, real_now: float) -> None:
         if real_now - self._last_heartbeat >= self.lease_seconds / 3:
@@ -213,7 +256,9 @@ class Runner:
         finally:
             self.running.pop(execution_id, None)
             self.contexts.pop(execution_id, None)
-        # a run sent back to pending needs a claim; any run may have created or ended timers
+        # a run sent back to pending needs a claim; any run may have created or ended timers,
+        # and a finished one may let a queued schedule tick start
+        self._check_queued = True
         self.wake(claim=outcome.status == "pending")
         if outcome.status == "aborted":
             self._orphans.add(execution_id)

@@ -15,7 +15,7 @@ import socket
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from durablectl import codec
@@ -29,8 +29,9 @@ from durablectl.errors import (
     WaitTimedOut,
 )
 from durablectl.events import DurableEventRecord, durable_events
-from durablectl.model import AuditEntry, Completed, Execution, ExecutionStatus
+from durablectl.model import AuditEntry, Completed, Execution, ExecutionStatus, Schedule
 from durablectl.runner import UNLOADED_REASON, Runner
+from durablectl.schedules import UNDECLARED, ScheduleManager
 from durablectl.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,16 @@ class DurableService:
         self.overlap = overlap
         self.misfire_grace_seconds = misfire_grace_seconds
         self.max_catch_up = max_catch_up
+        self.schedules = ScheduleManager(store, self.clock, registry=self.registry,
+                                         catch_up=catch_up, overlap=overlap,
+                                         max_payload_bytes=max_payload_bytes)
         self.runner = Runner(store, self.registry, worker_id=self.worker_id, clock=self.clock,
                              concurrency=concurrency, lease_seconds=lease_seconds, audit=audit,
                              implicit_step_ids=implicit_step_ids,
                              max_payload_bytes=max_payload_bytes, cache_size=cache_size,
                              publish=self._publish)
+        self.runner.schedule_options = {"misfire_grace_seconds": float(misfire_grace_seconds),
+                                         "max_catch_up": int(max_catch_up)}
         self._handlers: dict[str, list[Handler]] = {}
         self._handler_tasks: set[asyncio.Future[None]] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -96,6 +102,7 @@ class DurableService:
             worker_id=self.worker_id,
             workflows=[(wf.id, wf.alias) for wf in self.registry.all()],
             now=self.clock.timestamp())
+        self.sync_declared_schedules()
         await self.recover()
         self._started = True
         self._loop_task = self._loop.create_task(self.runner.run_forever())
@@ -216,6 +223,72 @@ class DurableService:
                                  reason_prefix=UNLOADED_REASON)
         self.runner.wake()
         return freed
+
+    # schedules -------------------------------------------------------------------------------
+    def sync_declared_schedules(self, *, pause_undeclared: bool = False) -> None:
+        """Ensure the schedules declared with ``@workflow(..., schedule=)``; with
+        ``pause_undeclared`` (the daemon, on load and reload) pause declared schedules whose
+        declaration or workflow is gone, and say so."""
+        for wf in self.registry.all():
+            spec = wf.schedule
+            if spec is None:
+                continue
+            self.schedules.ensure_schedule(
+                wf, None, id=wf.id, cron=spec.cron, interval=spec.interval_seconds,
+                timezone=spec.timezone, catch_up=spec.catch_up, overlap=spec.overlap,
+                declared=True, resume_undeclared=True)
+        if pause_undeclared:
+            for schedule in self.store.list_schedules():
+                owner = self.registry.get(schedule.workflow_id)
+                if schedule.declared and schedule.status == "active" and (
+                        owner is None or owner.schedule is None):
+                    self.schedules.pause_schedule(schedule.id, reason=UNDECLARED)
+                    log.warning("schedule %s paused: its declaration is gone (declare it "
+                                "again to resume it)", schedule.id)
+        self.runner.wake(claim=False)
+
+    async def schedule(self, workflow: Workflow | str, input: Any = None, *,
+                       at: datetime | None = None, delay: float | timedelta | None = None,
+                       ) -> str:
+        """A one-time schedule; returns its id."""
+        schedule_id = self.schedules.schedule(workflow, input, at=at, delay=delay)
+        self.runner.wake(claim=False)
+        return schedule_id
+
+    async def ensure_schedule(self, workflow: Workflow | str, input: Any = None, *, id: str,
+                              cron: str | None = None,
+                              interval: float | timedelta | None = None,
+                              timezone: str | None = None, catch_up: str | None = None,
+                              overlap: str | None = None) -> Schedule:
+        """Create or update a recurring schedule (idempotent)."""
+        schedule = self.schedules.ensure_schedule(
+            workflow, input, id=id, cron=cron, interval=interval, timezone=timezone,
+            catch_up=catch_up, overlap=overlap)
+        self.runner.wake(claim=False)
+        return schedule
+
+    async def update_schedule(self, schedule_id: str, **changes: Any) -> Schedule:
+        """Change any of cron, interval, input, timezone, catch_up, overlap; re-arms."""
+        schedule = self.schedules.update_schedule(schedule_id, **changes)
+        self.runner.wake(claim=False)
+        return schedule
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return self.schedules.pause_schedule(schedule_id)
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        schedule = self.schedules.resume_schedule(schedule_id)
+        self.runner.wake(claim=False)
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return self.schedules.get_schedule(schedule_id)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return self.schedules.list_schedules()
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        self.schedules.remove_schedule(schedule_id)
 
     # inspection ------------------------------------------------------------------------------
     def get_execution(self, execution_id: str) -> Execution | None:

@@ -32,7 +32,7 @@ def test_quick_bench_runs_every_workload_and_verifies(tmp_path: Path) -> None:
                                  "busy_timeout": report["pragmas"]["busy_timeout"]}
     assert report["pragmas"]["busy_timeout"] > 0
     results = report["results"]
-    assert set(results) == {"ceiling", "W1", "W2", "W3", "W4", "restart"}
+    assert set(results) == {"ceiling", "W1", "W2", "W3", "W4", "restart", "cli"}
     for name, result in results.items():
         assert result["verified"], (name, result["problems"])
         assert result["checked_executions"] > 0, name
@@ -47,7 +47,8 @@ def test_quick_bench_runs_every_workload_and_verifies(tmp_path: Path) -> None:
         assert target["ratio"] == report["ratios"][key]
     assert set(report["targets"]) == {
         "w1_executions_per_s", "w2_p50_ms", "w2_p99_ms", "w2_last_over_first", "w3a_p99_ms",
-        "w3b_p99_ms", "w4_replay_ms", "restart_s"}
+        "w3b_p99_ms", "w4_replay_ms", "restart_s", "cli_status_json_p50_ms",
+        "cli_status_json_p90_ms"}
     assert "ceiling_commits_per_s" in figures
     # the plain-text table comes first, with the pragmas read back
     assert "pragmas in force (read back): journal_mode=wal, synchronous=FULL" in proc.stdout

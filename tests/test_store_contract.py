@@ -415,6 +415,19 @@ def test_count_executions_counts_by_status(store: Any) -> None:
     assert store.count_executions() == {"pending": 2, "running": 1}
 
 
+def test_count_in_flight_counts_active_executions_per_workflow(store: Any) -> None:
+    assert store.count_in_flight() == {}
+    start(store)
+    claim(store, start(store))
+    done = start(store)
+    claim(store, done)
+    finish(store, done)
+    store.cancel_execution(start(store, workflow=OTHER_WF), reason=None, now=T0)
+    assert store.count_in_flight() == {WF: 2}
+    start(store, workflow=OTHER_WF)
+    assert store.count_in_flight() == {WF: 2, OTHER_WF: 1}
+
+
 # claiming ------------------------------------------------------------------------------------
 def test_claim_ready_takes_the_oldest_pending_and_marks_them_running(store: Any) -> None:
     ids = [start(store, now=T0 + i) for i in range(3)]

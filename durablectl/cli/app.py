@@ -7,7 +7,9 @@ import sys
 
 import typer
 
-from durablectl.cli import config_cmds, daemon_cmds, executions
+from durablectl.cli import config_cmds, daemon_cmds, executions, speed
+
+speed.install()  # plain options need no pydantic: start-up is a hot path
 
 app = typer.Typer(
     name="durablectl",
@@ -20,6 +22,29 @@ app = typer.Typer(
 executions.register(app)
 app.add_typer(daemon_cmds.app, name="daemon")
 app.add_typer(config_cmds.app, name="config")
+
+
+def _reflow(text: str) -> str:
+    """A docstring as help text: the lines of each paragraph joined (typer's rich help keeps
+    every newline, which breaks the wrapped lines of a docstring), paragraphs kept."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    """Give every command its docstring, reflowed, as help: ``--help`` and the man pages
+    (``durablectl.cli.manpages``) both read it from the command tree."""
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = _reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
+
+
+_reflow_help(app)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from durablectl.cli.common import Session
+from durablectl.cli.core import Session
+from durablectl.model import ErrorInfo, Execution, ExecutionDetail, to_json
 
 
 def emit_json(data: Any) -> None:
@@ -95,3 +98,487 @@ def _plain(value: Any) -> Any:
 
 def stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+# -- executions (start, status, show, list, wait, workflows) ----------------------------------
+STATUS_STYLES: dict[str, str] = {
+    "pending": "yellow",
+    "running": "cyan",
+    "sleeping": "blue",
+    "waiting": "magenta",
+    "retrying": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "compensation_failed": "bold red",
+    "cancelled": "bright_black",
+}
+PREVIEW_CHARS = 80  # step results and payloads in a timeline row; --json has them in full
+
+
+def rich_console() -> Any:
+    """A console for data: no automatic highlighting of numbers and strings in user values.
+    rich itself honours NO_COLOR (and TERM=dumb)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    text = json_text(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def duration_text(ms: float | None) -> str:
+    """Milliseconds for people: ``0.4 ms``, ``51 ms``, ``2.5 s``, ``3m 20s``, ``2h 5m``,
+    ``1d 3h``."""
+    if ms is None:
+        return ""
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000.0
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def tsv_cell(value: Any) -> str:
+    """One tab-separated field: tabs, newlines and backslashes escaped so a row stays a line."""
+    if value is None:
+        return ""
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r"))
+    return text
+
+
+def tsv(header: list[str], rows: list[list[Any]]) -> None:
+    lines = ["\t".join(header)]
+    lines.extend("\t".join(tsv_cell(v) for v in row) for row in rows)
+    print("\n".join(lines))
+
+
+def status_text(status: str, reason: str | None = None) -> Any:
+    from rich.text import Text
+
+    text = Text(status, style=STATUS_STYLES.get(status, ""))
+    if reason:
+        text.append(f" ({reason})", style="dim")
+    return text
+
+
+def internal_id(step_id: str | None) -> bool:
+    """Ids the library makes (``__sleep:0``) or reserves (``rollback:charge``)."""
+    return step_id is not None and step_id.startswith(("__", "rollback:"))
+
+
+def error_line(error: ErrorInfo | None) -> str:
+    return "" if error is None else f"{error.type}: {error.message}"
+
+
+def started(session: Session, execution_id: str) -> None:
+    """``start``: the id alone, so that ``ID=$(durablectl start wf)`` works."""
+    if session.mode == "json":
+        emit_json({"execution_id": execution_id})
+    else:
+        print(execution_id, flush=True)
+
+
+def _execution_fields(execution: Execution) -> list[tuple[str, str]]:
+    fields = [
+        ("execution", execution.execution_id),
+        ("workflow", execution.workflow_id),
+        ("status", execution.status),
+        ("reason", execution.status_reason or ""),
+        ("attempt", f"{execution.attempt}/{execution.max_attempts}"),
+        ("created", iso(execution.created_at)),
+        ("updated", iso(execution.updated_at)),
+    ]
+    if execution.deadline is not None:
+        fields.append(("deadline", iso(execution.deadline)))
+    if execution.idempotency_key is not None:
+        fields.append(("idempotency key", execution.idempotency_key))
+    if execution.forked_from:
+        fields.append(("forked from", f"{execution.forked_from.get('execution_id')} at "
+                                      f"{execution.forked_from.get('step_id')}"))
+    fields.append(("input", json_text(execution.input)))
+    if execution.status == "completed":
+        fields.append(("result", json_text(execution.result)))
+    if execution.error is not None:
+        fields.append(("error", error_line(execution.error)))
+    return fields
+
+
+def _fields_table(fields: list[tuple[str, str]], execution: Execution) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in fields:
+        if key == "status":
+            table.add_row(key, status_text(value))
+        elif key == "error":
+            table.add_row(key, Text(value, style="red"))
+        elif key == "reason" and not value:
+            continue
+        else:
+            table.add_row(key, Text(value))
+    return table
+
+
+def execution_status(session: Session, execution: Execution) -> None:
+    """``status``: one execution."""
+    if session.mode == "json":
+        emit_json(to_json(execution))
+        return
+    fields = _execution_fields(execution)
+    if session.mode == "plain":
+        print("\n".join(f"{key}\t{tsv_cell(value)}" for key, value in fields))
+        return
+    rich_console().print(_fields_table(fields, execution))
+
+
+LIST_HEADER = ["execution_id", "workflow_id", "status", "attempt", "created_at", "updated_at",
+               "status_reason"]
+
+
+def execution_list(session: Session, executions: list[Execution]) -> None:
+    """``list``: JSON lines, a table, or tab-separated lines under a header."""
+    if session.mode == "json":
+        emit_json_lines([to_json(e) for e in executions])
+        return
+    if session.mode == "plain":
+        tsv(LIST_HEADER, [[e.execution_id, e.workflow_id, e.status, e.attempt,
+                           iso(e.created_at), iso(e.updated_at), e.status_reason]
+                          for e in executions])
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    if not executions:
+        rich_console().print(Text("no executions", style="dim"))
+        return
+    table = Table()
+    table.add_column("execution")
+    table.add_column("workflow")
+    table.add_column("status")
+    table.add_column("attempt", justify="right")
+    table.add_column("created (UTC)")
+    table.add_column("updated (UTC)")
+    for e in executions:
+        table.add_row(Text(e.execution_id), Text(e.workflow_id),
+                      status_text(e.status, e.status_reason),
+                      f"{e.attempt}/{e.max_attempts}", _short_time(e.created_at),
+                      _short_time(e.updated_at))
+    rich_console().print(table)
+
+
+def _short_time(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def workflow_list(session: Session, rows: list[dict[str, Any]]) -> None:
+    """``workflows``: each id with its alias and how many executions are in flight on it."""
+    if session.mode == "json":
+        emit_json_lines(rows)
+        return
+    if session.mode == "plain":
+        tsv(["workflow_id", "alias", "in_flight"],
+            [[r["workflow_id"], r["alias"], r["in_flight"]] for r in rows])
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    if not rows:
+        rich_console().print(Text("no workflows recorded yet (a daemon records the ones it "
+                                  "loads)", style="dim"))
+        return
+    table = Table()
+    table.add_column("workflow")
+    table.add_column("alias")
+    table.add_column("in flight", justify="right")
+    for r in rows:
+        table.add_row(Text(r["workflow_id"]), Text(r["alias"] or "", style="cyan"),
+                      Text(str(r["in_flight"]), style="" if r["in_flight"] else "dim"))
+    rich_console().print(table)
+
+
+def wait_outcome(session: Session, execution: Execution) -> None:
+    """After ``wait`` (and ``start --wait``): the execution object with --json; otherwise the
+    result of a completed execution as JSON (a failure is the caller's error line)."""
+    if session.mode == "json":
+        emit_json(to_json(execution))
+    elif execution.status == "completed":
+        if session.mode == "rich":
+            rich_console().print_json(data=execution.result)
+        else:
+            print(json_text(execution.result))
+
+
+class WaitDisplay:
+    """The live status line of ``wait`` on a terminal; nothing otherwise."""
+
+    def __init__(self, session: Session, execution_id: str) -> None:
+        self.enabled = session.mode == "rich"
+        self.execution_id = execution_id
+        self.workers: int | None = None  # live workers, when known: 0 gets said on the line
+        self._status: Any = None
+
+    def __enter__(self) -> WaitDisplay:
+        if self.enabled:
+            self._status = rich_console().status(f"waiting for {self.execution_id}",
+                                                 spinner="dots")
+            self._status.start()
+        return self
+
+    def update(self, execution: Execution, elapsed_s: float) -> None:
+        if self._status is None:
+            return
+        from rich.text import Text
+
+        line = Text(f"{execution.execution_id} ")
+        line.append_text(status_text(execution.status, execution.status_reason))
+        line.append(f"  attempt {execution.attempt}/{execution.max_attempts}"
+                    f"  waited {duration_text(elapsed_s * 1000.0)}", style="dim")
+        if self.workers == 0:
+            line.append("  no daemon is running: it waits for one", style="yellow")
+        self._status.update(line)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+# -- the timeline of ``show`` -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TimelineRow:
+    at: datetime | None
+    kind: str
+    step_id: str | None
+    duration_ms: float | None
+    attempt: int
+    detail: str
+    internal: bool = False
+    style: str = ""  # a status colour for status rows, red for failures
+
+
+def _ms_between(earlier: datetime | None, later: datetime | None) -> float | None:
+    if earlier is None or later is None:
+        return None
+    return round((later - earlier).total_seconds() * 1000.0, 3)
+
+
+def timeline(detail: ExecutionDetail) -> list[TimelineRow]:
+    """One row per status change, step, sleep, signal wait and delivery, emit, switch, note,
+    retry and operator action, from the audit trail (or from the steps when audit is off)."""
+    steps = {s.step_id: s for s in detail.steps}
+    if not detail.audit:
+        return _timeline_from_steps(detail)
+    rows: list[TimelineRow] = []
+    opened: dict[tuple[str, str], datetime] = {}  # (waiting kind, step id) -> when it began
+    last_status_at: datetime | None = None
+    for entry in detail.audit:
+        data = entry.data or {}
+        step_id = data.get("step_id")
+        record = steps.get(step_id) if isinstance(step_id, str) else None
+        kind = entry.kind
+        if kind == "execution_status_changed":
+            old, new, reason = data.get("from"), str(data.get("to")), data.get("reason")
+            text = f"{old} → {new}" if old else new
+            if reason:
+                text += f": {reason}"
+            rows.append(TimelineRow(entry.at, "retry" if new == "retrying" else "status", None,
+                                    _ms_between(last_status_at, entry.at), entry.attempt, text,
+                                    style=STATUS_STYLES.get(new, "")))
+            last_status_at = entry.at
+        elif kind == "step_completed":
+            internal = bool(data.get("internal"))
+            failed = data.get("error")
+            if failed:
+                text = str(failed)
+                if record is not None and record.error is not None and \
+                        record.attempt == entry.attempt:
+                    text = error_line(record.error)
+            elif record is not None and record.error is None:
+                text = "→ " + preview(record.result)
+            else:
+                text = "ok"
+            label = record.kind if record is not None and internal else "step"
+            rows.append(TimelineRow(entry.at, label, step_id, data.get("duration_ms"),
+                                    entry.attempt, text, internal=internal,
+                                    style="red" if failed else ""))
+        elif kind == "sleep_scheduled":
+            opened[("sleep", str(step_id))] = entry.at
+            rows.append(TimelineRow(entry.at, "sleep", step_id, None, entry.attempt,
+                                    f"until {data.get('due_at')}"))
+        elif kind == "sleep_completed":
+            rows.append(TimelineRow(entry.at, "woke", step_id,
+                                    _ms_between(opened.pop(("sleep", str(step_id)), None),
+                                                entry.at), entry.attempt, "sleep over"))
+        elif kind == "signal_waiting":
+            opened[("signal", str(step_id))] = entry.at
+            text = f"for signal {data.get('signal')}"
+            if data.get("timeout_at"):
+                text += f", time-out at {data.get('timeout_at')}"
+            rows.append(TimelineRow(entry.at, "wait", step_id, None, entry.attempt, text))
+        elif kind in ("signal_delivered", "signal_timed_out"):
+            began = opened.pop(("signal", str(step_id)), None)
+            if kind == "signal_delivered":
+                text = f"signal {data.get('signal')} #{data.get('seq')}"
+                if record is not None:
+                    payload = record.result
+                    if isinstance(payload, dict) and payload.get("kind") == "signal" and \
+                            "payload" in payload:
+                        payload = payload["payload"]
+                    text += f" → {preview(payload)}"
+                rows.append(TimelineRow(entry.at, "signal", step_id,
+                                        _ms_between(began, entry.at), entry.attempt, text))
+            else:
+                rows.append(TimelineRow(entry.at, "time-out", step_id,
+                                        _ms_between(began, entry.at), entry.attempt,
+                                        f"no signal {data.get('signal')} in time",
+                                        style="yellow"))
+        elif kind == "emit_published":
+            rows.append(TimelineRow(entry.at, "emit", step_id, None, entry.attempt,
+                                    f"event {data.get('event')}"))
+        elif kind == "switch_evaluated":
+            rows.append(TimelineRow(entry.at, "switch", step_id,
+                                    record.duration_ms if record is not None else None,
+                                    entry.attempt, f"branch {data.get('branch')}"))
+        elif kind == "note":
+            text = str(data.get("message"))
+            if data.get("meta") is not None:
+                text += " " + preview(data.get("meta"))
+            rows.append(TimelineRow(entry.at, "note", None, None, entry.attempt, text))
+        elif kind == "operator_action":
+            text = f"{data.get('action')} by {data.get('actor')}"
+            if data.get("reason"):
+                text += f": {data.get('reason')}"
+            rows.append(TimelineRow(entry.at, "operator", step_id, None, entry.attempt, text,
+                                    style="bold"))
+        else:
+            rows.append(TimelineRow(entry.at, kind, step_id if isinstance(step_id, str)
+                                    else None, None, entry.attempt, preview(data)))
+    return rows
+
+
+def _timeline_from_steps(detail: ExecutionDetail) -> list[TimelineRow]:
+    """Audit persistence off: the stored steps and the execution's status are all there is."""
+    rows = [TimelineRow(detail.execution.created_at, "status", None, None, 1, "pending: created",
+                        style=STATUS_STYLES["pending"])]
+    for step in detail.steps:
+        if step.error is not None:
+            text, style = error_line(step.error), "red"
+        else:
+            text, style = "→ " + preview(step.result), ""
+        rows.append(TimelineRow(step.completed_at or step.started_at, step.kind, step.step_id,
+                                step.duration_ms, step.attempt, text,
+                                internal=step.kind == "rollback", style=style))
+    execution = detail.execution
+    if execution.status != "pending":
+        text = execution.status + (f": {execution.status_reason}"
+                                   if execution.status_reason else "")
+        rows.append(TimelineRow(execution.updated_at, "status", None, None, execution.attempt,
+                                text, style=STATUS_STYLES.get(execution.status, "")))
+    return rows
+
+
+def _failures(detail: ExecutionDetail) -> list[tuple[str, ErrorInfo]]:
+    """Errors to print in full: failed steps still on record, then the execution's own."""
+    found = [(f"step {s.step_id!r} (attempt {s.attempt})", s.error) for s in detail.steps
+             if s.error is not None]
+    if detail.execution.error is not None:
+        found.append((f"execution {detail.execution.execution_id} "
+                      f"(attempt {detail.execution.attempt})", detail.execution.error))
+    return found
+
+
+TIMELINE_HEADER = ["at", "kind", "step_id", "duration_ms", "attempt", "detail"]
+
+
+def execution_detail(session: Session, detail: ExecutionDetail) -> None:
+    """``show``: the execution, then its timeline, then every error in full."""
+    if session.mode == "json":
+        emit_json(to_json(detail))
+        return
+    rows = timeline(detail)
+    failures = _failures(detail)
+    if session.mode == "plain":
+        fields = _execution_fields(detail.execution)
+        print("\n".join(f"{key}\t{tsv_cell(value)}" for key, value in fields))
+        print()
+        tsv(TIMELINE_HEADER, [[iso(r.at), r.kind, r.step_id,
+                               "" if r.duration_ms is None else f"{r.duration_ms:g}",
+                               r.attempt, r.detail] for r in rows])
+        for title, error in failures:
+            print()
+            print(f"failure of {title}: {error_line(error)}")
+            if error.traceback:
+                print(error.traceback.rstrip("\n"))
+        return
+    _rich_detail(detail, rows, failures)
+
+
+def _rich_detail(detail: ExecutionDetail, rows: list[TimelineRow],
+                 failures: list[tuple[str, ErrorInfo]]) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    out = rich_console()
+    out.print(_fields_table(_execution_fields(detail.execution), detail.execution))
+    out.print()
+    table = Table(title="timeline (UTC)", title_justify="left", title_style="bold")
+    table.add_column("time", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("id")
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("att", justify="right")
+    table.add_column("detail", overflow="fold")
+    previous_day = None
+    for row in rows:
+        when = ""
+        if row.at is not None:
+            day = row.at.date()
+            when = row.at.strftime("%H:%M:%S.%f")[:-3]
+            if day != previous_day:
+                when = row.at.strftime("%Y-%m-%d ") + when
+                previous_day = day
+        dim = "dim" if row.internal else ""
+        step = Text(row.step_id or "", style="dim" if internal_id(row.step_id) or row.internal
+                    else "")
+        table.add_row(Text(when, style="dim"), Text(row.kind, style=dim or "bold"), step,
+                      Text(duration_text(row.duration_ms), style=dim),
+                      Text(str(row.attempt), style="dim"),
+                      Text(row.detail, style=dim or row.style))
+    if not rows:
+        table.add_row("", Text("(no history)", style="dim"), "", "", "", "")
+    out.print(table)
+    for title, error in failures:
+        body = Text()
+        body.append(error_line(error), style="bold red")
+        if error.traceback:
+            body.append("\n\n" + error.traceback.rstrip("\n"))
+        out.print(Panel(body, title=f"failure of {title}", title_align="left",
+                        border_style="red"))

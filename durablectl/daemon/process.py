@@ -123,6 +123,7 @@ class Daemon:
                             loader.folder)
             loader.load()
             await service.start()
+            service.sync_declared_schedules(pause_undeclared=True)
             self.stop_event = asyncio.Event()
             running_service = service
 
@@ -151,6 +152,7 @@ class Daemon:
                     worker_id=running_service.worker_id,
                     workflows=[(wf.id, wf.alias) for wf in running_service.registry.all()],
                     now=running_service.clock.timestamp())
+                running_service.sync_declared_schedules(pause_undeclared=True)
                 await running_service.recover()
 
             for name, job in (("watching the workflows folder",

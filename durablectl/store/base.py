@@ -14,7 +14,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from durablectl.model import AuditEntry, ErrorInfo, Execution, StepRecord, WorkerInfo
+from durablectl.model import (
+    AuditEntry,
+    ErrorInfo,
+    Execution,
+    Schedule,
+    ScheduleRun,
+    StepRecord,
+    WorkerInfo,
+)
 
 T = TypeVar("T")
 
@@ -30,6 +38,32 @@ class NewTimer:
     step_id: str
     due_at: float | None
     signal_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    """What a schedule is, as ``ensure_schedule`` compares it (status and times aside)."""
+
+    id: str
+    workflow_id: str
+    kind: str  # "once" | "cron" | "interval"
+    cron: str | None
+    interval_seconds: float | None
+    timezone: str | None
+    input_json: str | None
+    catch_up: str
+    overlap: str
+    declared: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    """What a due schedule does now: the ticks to run, the missed ones (count and newest),
+    and the next tick to arm (None: a one-time schedule is done)."""
+
+    run: tuple[float, ...]
+    missed: tuple[int, float] | None
+    next_due: float | None
 
 
 @dataclass(frozen=True)
@@ -76,6 +110,10 @@ class Store(Protocol):
     ) -> list[Execution]: ...
 
     def count_executions(self) -> dict[str, int]: ...
+
+    def count_in_flight(self) -> dict[str, int]:
+        """Active executions (not finished) per workflow id; ids with none are left out."""
+        ...
 
     def list_step_results(self, execution_id: str) -> list[StepRecord]: ...
 
@@ -168,6 +206,31 @@ class Store(Protocol):
     ) -> None: ...
 
     def known_workflows(self) -> dict[str, str | None]: ...
+
+    # schedules -------------------------------------------------------------------------------
+    def ensure_schedule(self, definition: ScheduleDefinition, *, next_run: float | None,
+                        now: float, resume_undeclared: bool = False
+                        ) -> tuple[Schedule, bool]: ...
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+
+    def list_schedules(self) -> list[Schedule]: ...
+
+    def pause_schedule(self, schedule_id: str, *, reason: str, now: float) -> Schedule: ...
+
+    def resume_schedule(self, schedule_id: str, *, next_run: float | None, now: float,
+                        only_reason: str | None = None) -> Schedule: ...
+
+    def remove_schedule(self, schedule_id: str) -> None: ...
+
+    def list_schedule_runs(self, schedule_id: str, *, limit: int = 100) -> list[ScheduleRun]: ...
+
+    def has_queued_schedule_runs(self) -> bool: ...
+
+    def fire_schedules(
+        self, *, now: float, limit: int, plan: Callable[[Schedule, float], SchedulePlan],
+        new_execution: Callable[[Schedule, float], dict[str, Any]], audit: bool = True,
+    ) -> list[str]: ...
 
     # small facts a daemon records for other processes (its pid and socket) ------------------
     def set_meta(self, key: str, value: str | None) -> None: ...

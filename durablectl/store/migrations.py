@@ -120,6 +120,7 @@ MIGRATIONS: list[list[str]] = [
             last_run REAL,
             last_execution_id TEXT,
             paused_reason TEXT,
+            declared INTEGER NOT NULL DEFAULT 0,
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL
         )""",
@@ -129,6 +130,7 @@ MIGRATIONS: list[list[str]] = [
             outcome TEXT NOT NULL,
             execution_id TEXT,
             recorded_at REAL NOT NULL,
+            missed_count INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (schedule_id, due_at)
         )""",
         "CREATE INDEX schedule_runs_execution ON schedule_runs(execution_id)",

@@ -47,6 +47,7 @@ from durablectl.model import (
 )
 from durablectl.store.base import Claim, CommitListener, History, NewTimer
 from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from durablectl.store.sqlite_schedules import ScheduleQueries
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class _GroupWriter:
                         future.set_exception(StorageError("the grouped writer failed"))
 
 
-class SqliteStore:
+class SqliteStore(ScheduleQueries):
     """A durablectl database in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
@@ -605,6 +606,13 @@ class SqliteStore:
     def count_executions(self) -> dict[str, int]:
         rows = self._read("SELECT status, count(*) FROM executions GROUP BY status")
         return {status: count for status, count in rows}
+
+    def count_in_flight(self) -> dict[str, int]:
+        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        rows = self._read(
+            f"SELECT workflow_id, count(*) FROM executions WHERE status IN ({marks})"
+            " GROUP BY workflow_id ORDER BY workflow_id", ACTIVE_STATUSES)
+        return {workflow_id: count for workflow_id, count in rows}
 
     def list_step_results(self, execution_id: str) -> list[StepRecord]:
         rows = self._read(
