@@ -88,10 +88,17 @@ def start_arguments(
     input_json = codec.encode(input, what=f"the input of workflow {workflow_id!r}",
                               max_bytes=max_payload_bytes)
     now = clock.timestamp()
-    timeout_s = seconds_of(timeout) if timeout is not None else (
-        definition.timeout if definition is not None else None)
-    attempts = max_attempts or (definition.max_attempts if definition else DEFAULT_MAX_ATTEMPTS)
-    backoff = definition.retry_backoff if definition else DEFAULT_RETRY_BACKOFF
+    # without the definition here, a worker's recorded declaration gives the defaults
+    recorded = store.workflow_defaults(workflow_id) if definition is None else None
+    declared_timeout = definition.timeout if definition is not None else (
+        recorded["timeout"] if recorded else None)
+    timeout_s = seconds_of(timeout) if timeout is not None else declared_timeout
+    if definition is not None:
+        attempts = max_attempts or definition.max_attempts
+        backoff = definition.retry_backoff
+    else:
+        attempts = max_attempts or (recorded or {}).get("max_attempts") or DEFAULT_MAX_ATTEMPTS
+        backoff = (recorded or {}).get("retry_backoff") or DEFAULT_RETRY_BACKOFF
     if attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     return {

@@ -100,7 +100,8 @@ class DurableService:
                                    hostname=socket.gethostname(), real_now=real_time())
         self.store.record_workflows(
             worker_id=self.worker_id,
-            workflows=[(wf.id, wf.alias) for wf in self.registry.all()],
+            workflows=[(wf.id, wf.alias, wf.max_attempts, wf.retry_backoff, wf.timeout)
+                       for wf in self.registry.all()],
             now=self.clock.timestamp())
         self.sync_declared_schedules()
         await self.recover()

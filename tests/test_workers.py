@@ -100,3 +100,25 @@ def test_recover_frees_the_executions_of_a_worker_that_is_gone(store: SqliteStor
         async with DurableService(store, [known]) as service:
             assert await service.wait(eid, timeout=5) == 10
     run(main())
+
+
+@workflow("workers.strict", max_attempts=1, retry_backoff=5.0, timeout=90)
+async def strict(ctx, _):
+    return "ok"
+
+
+def test_a_client_start_gets_the_declared_attempts_and_timeout(store: SqliteStore) -> None:
+    async def main() -> None:
+        async with DurableService(store, [strict]):
+            pass  # the worker records the declaration with the id
+    run(main())
+    client = DurableClient(store)
+    with pytest.warns(UserWarning):
+        eid = client.start_execution("workers.strict")
+    execution = store.get_execution(eid)
+    assert execution.max_attempts == 1
+    assert execution.deadline is not None
+    assert (execution.deadline - execution.created_at).total_seconds() == pytest.approx(90)
+    with pytest.warns(UserWarning):
+        other = client.start_execution("workers.strict", max_attempts=4)
+    assert store.get_execution(other).max_attempts == 4

@@ -150,7 +150,8 @@ class Daemon:
             async def reloaded(errors: list[Any]) -> None:
                 running_service.store.record_workflows(
                     worker_id=running_service.worker_id,
-                    workflows=[(wf.id, wf.alias) for wf in running_service.registry.all()],
+                    workflows=[(wf.id, wf.alias, wf.max_attempts, wf.retry_backoff, wf.timeout)
+                               for wf in running_service.registry.all()],
                     now=running_service.clock.timestamp())
                 running_service.sync_declared_schedules(pause_undeclared=True)
                 await running_service.recover()

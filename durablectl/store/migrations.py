@@ -100,6 +100,9 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE workflows (
             workflow_id TEXT PRIMARY KEY,
             alias TEXT,
+            max_attempts INTEGER,
+            retry_backoff REAL,
+            timeout REAL,
             recorded_by TEXT,
             recorded_at REAL NOT NULL
         )""",

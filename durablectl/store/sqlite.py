@@ -1335,18 +1335,33 @@ class SqliteStore(ScheduleQueries):
         return self._write(job)
 
     def record_workflows(
-        self, *, worker_id: str, workflows: Sequence[tuple[str, str | None]], now: float
+        self, *, worker_id: str, workflows: Sequence[tuple[Any, ...]], now: float
     ) -> None:
+        """Record loaded workflows: ``(id, alias)`` or ``(id, alias, max_attempts,
+        retry_backoff, timeout)``, so that a client that starts one without its definition
+        still gets the declared attempts, backoff and time-out."""
+        rows = [(w[0], w[1], *(tuple(w[2:5]) + (None,) * (5 - len(w))), worker_id, now)
+                for w in workflows]
+
         def job(conn: sqlite3.Connection, txn: _Txn) -> None:
             conn.executemany(
-                "INSERT INTO workflows (workflow_id, alias, recorded_by, recorded_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET"
-                " alias = excluded.alias, recorded_by = excluded.recorded_by,"
-                " recorded_at = excluded.recorded_at",
-                [(wid, alias, worker_id, now) for wid, alias in workflows],
-            )
+                "INSERT INTO workflows (workflow_id, alias, max_attempts, retry_backoff,"
+                " timeout, recorded_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (workflow_id) DO UPDATE SET alias = excluded.alias,"
+                " max_attempts = excluded.max_attempts, retry_backoff = excluded.retry_backoff,"
+                " timeout = excluded.timeout, recorded_by = excluded.recorded_by,"
+                " recorded_at = excluded.recorded_at", rows)
 
         self._write(job)
+
+    def workflow_defaults(self, workflow_id: str) -> dict[str, Any] | None:
+        """The declared max_attempts, retry_backoff and timeout a worker recorded."""
+        rows = self._read("SELECT max_attempts, retry_backoff, timeout FROM workflows"
+                          " WHERE workflow_id = ?", (workflow_id,))
+        if not rows:
+            return None
+        return {"max_attempts": rows[0][0], "retry_backoff": rows[0][1],
+                "timeout": rows[0][2]}
 
     def known_workflows(self) -> dict[str, str | None]:
         return {wid: alias for wid, alias in
