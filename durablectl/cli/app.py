@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from durablectl.cli import config_cmds, daemon_cmds, executions, speed
+from durablectl.cli import config_cmds, daemon_cmds, executions, schedule_cmds, speed
 
 speed.install()  # plain options need no pydantic: start-up is a hot path
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 executions.register(app)
+app.add_typer(schedule_cmds.app, name="schedule")
 app.add_typer(daemon_cmds.app, name="daemon")
 app.add_typer(config_cmds.app, name="config")
 
