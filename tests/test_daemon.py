@@ -605,3 +605,31 @@ def test_an_idle_daemon_uses_no_measurable_cpu(daemon: DaemonHarness) -> None:
     print(f"\nidle daemon CPU: {used * 1000:.0f} ms over {elapsed:.2f} s = {share:.2%} of a "
           f"core{fine}")
     assert share < 0.03  # generous: the target is < 1%
+
+
+DECLARED = '''
+from durablectl import every, workflow
+
+@workflow("t.declared.v1"{schedule})
+async def declared(ctx, data):
+    return "tick"
+'''
+
+
+def test_a_removed_schedule_declaration_pauses_the_schedule_on_reload(
+        daemon: DaemonHarness) -> None:
+    daemon.write_module("declared", DECLARED.format(schedule=", schedule=every(3600)"))
+    daemon.start()
+    schedule = daemon.store.get_schedule("t.declared.v1")
+    assert schedule is not None and schedule.status == "active" and schedule.declared
+
+    daemon.write_module("declared", DECLARED.format(schedule=""))  # declaration removed
+    wait_until(lambda: daemon.store.get_schedule("t.declared.v1").status == "paused",
+               "the undeclared schedule paused")
+    paused = daemon.store.get_schedule("t.declared.v1")
+    assert paused.paused_reason == "undeclared"  # paused, not deleted
+    wait_until(lambda: "t.declared.v1 paused" in daemon.log_text(), "the log line")
+
+    daemon.write_module("declared", DECLARED.format(schedule=", schedule=every(3600)"))
+    wait_until(lambda: daemon.store.get_schedule("t.declared.v1").status == "active",
+               "the schedule resumed when declared again")
