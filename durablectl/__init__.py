@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "DurableService": "durablectl.service",
     "DurableClient": "durablectl.client",
     "DurableOperator": "durablectl.client",
+    "create_dashboard_app": "durablectl.dashboard.app",
     "SqliteStore": "durablectl.store.sqlite",
     "Store": "durablectl.store.base",
     "durable_events": "durablectl.events",
@@ -105,6 +106,7 @@ __all__ = [
     "Workflow",
     "WorkflowContext",
     "WorkflowNotFound",
+    "create_dashboard_app",
     "cron",
     "durable_events",
     "every",
@@ -129,6 +131,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from durablectl.client import DurableClient, DurableOperator
     from durablectl.context import WorkflowContext
+    from durablectl.dashboard.app import create_dashboard_app
     from durablectl.definitions import (
         Branch,
         Event,

@@ -240,10 +240,23 @@ class DurableClient:
 
 
 class DurableOperator:
-    """Inspection (and, with the operator issue, repair) of executions."""
+    """Inspection and repair of executions, synchronous and on the store alone (the CLI's
+    ``operator`` group and the dashboard call it, from any thread).
 
-    def __init__(self, store: Store) -> None:
+    Every repair is one transaction: it checks that the execution is in a status the action
+    accepts (``model.OPERATOR_ACCEPTS``; otherwise ``ExecutionStateError`` naming the action,
+    the status found and the statuses accepted), makes its change and records an
+    ``operator_action`` audit entry with who (``actor``: the OS user unless given; the
+    dashboard passes ``"dashboard"``) and why (``reason``). An unknown execution raises
+    ``ExecutionNotFound``, an unknown step ``StepIdError``. An action that makes an execution
+    runnable leaves it ``pending`` with no lease: the next claim of a running worker takes it
+    (a daemon notices within a second; ``durablectl`` nudges it at once)."""
+
+    def __init__(self, store: Store, *, clock: Clock | None = None,
+                 max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.max_payload_bytes = max_payload_bytes
 
     def get_execution_detail(self, execution_id: str) -> ExecutionDetail:
         execution = self.store.get_execution(execution_id)
@@ -259,9 +272,81 @@ class DurableOperator:
         return self.store.list_executions(status=status, workflow=workflow, limit=limit,
                                           offset=offset)
 
+    def list_stuck_executions(self, *, limit: int = 100) -> list[Execution]:
+        """Executions that need an operator: ``failed``, ``compensation_failed``, and active
+        ones that wait for a workflow no worker has loaded (``status_reason`` says which);
+        the most recently changed first."""
+        return self.store.list_stuck_executions(limit=limit)
+
     @staticmethod
     def default_actor() -> str:
         try:
             return getpass.getuser()
         except Exception:
             return "unknown"
+
+    def _who(self, actor: str | None) -> dict[str, Any]:
+        return {"actor": actor or self.default_actor(), "now": self.clock.timestamp()}
+
+    def _value(self, value: Any, step_id: str) -> str:
+        return codec.encode(value, what=f"the value for step {step_id!r}", step_id=step_id,
+                            max_bytes=self.max_payload_bytes)
+
+    def retry(self, execution_id: str, *, reason: str | None = None,
+              actor: str | None = None) -> str:
+        """Run a ``failed`` execution again from its last stored step, as a new attempt:
+        completed steps return their stored results, failed ones run again. The retry is one
+        more attempt (``max_attempts`` is raised to it when the budget was spent), so an
+        exhausted execution that fails again is failed again, not retried for ever."""
+        return self.store.retry_execution(execution_id, reason=reason,
+                                          **self._who(actor)).execution_id
+
+    def retry_rollback(self, execution_id: str, *, reason: str | None = None,
+                       actor: str | None = None) -> str:
+        """Resume a ``compensation_failed`` execution from its failed compensation: that
+        compensation's failed record is removed and the execution resumes in the same
+        attempt, so replay takes the same path to ``rollback()``; compensations that
+        completed are not run again."""
+        return self.store.retry_rollback(execution_id, reason=reason,
+                                         **self._who(actor)).execution_id
+
+    def skip_step(self, execution_id: str, step_id: str, result: Any = None, *,
+                  reason: str | None = None, actor: str | None = None) -> str:
+        """Record ``result`` as the outcome of ``step_id`` (a stored step, failed or not, or a
+        sleep or signal wait the execution is parked on) and let the execution go on: replay
+        returns ``result`` there (a signal wait returns it as the payload). A ``failed`` or
+        ``retrying`` execution resumes as a new attempt, a ``compensation_failed`` one as
+        ``retry_rollback`` does, a parked one at once. Refused while ``running``."""
+        return self.store.skip_step(execution_id, step_id,
+                                    value_json=self._value(result, step_id), reason=reason,
+                                    **self._who(actor)).execution_id
+
+    def force_fail(self, execution_id: str, reason: str | None = None, *,
+                   actor: str | None = None) -> str:
+        """End an active execution as ``failed`` (error ``ForceFailed`` with the reason): its
+        timers are cancelled and a run in progress stops at its next durable call.
+        Compensations are not run."""
+        who = self._who(actor)
+        message = reason or f"failed by the operator ({who['actor']})"
+        return self.store.force_fail(execution_id, message=message, reason=reason,
+                                     **who).execution_id
+
+    def edit_state(self, execution_id: str, step_id: str, value: Any, *,
+                   reason: str | None = None, actor: str | None = None) -> str:
+        """Overwrite the stored result of ``step_id`` (a failed step becomes completed) so
+        that the next replay returns ``value`` there. The status does not change: a parked
+        execution sees it when it wakes, a failed one when retried. Refused while
+        ``running`` and on ``completed`` or ``cancelled`` executions (fork those)."""
+        return self.store.edit_step_result(execution_id, step_id,
+                                           value_json=self._value(value, step_id),
+                                           reason=reason, **self._who(actor)).execution_id
+
+    def fork(self, execution_id: str, from_step: str, *, reason: str | None = None,
+             actor: str | None = None) -> str:
+        """Start a new execution of the same workflow and input whose history is a copy of
+        the steps that started before ``from_step``: it replays those and runs ``from_step``
+        and everything after it with the code loaded now. Any status; the original is left as
+        it is. Returns the new execution's id (its ``forked_from`` names the original)."""
+        return self.store.fork_execution(execution_id, from_step,
+                                         new_execution_id=new_execution_id(), reason=reason,
+                                         **self._who(actor)).execution_id

@@ -28,6 +28,24 @@ FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "compensation_faile
 
 STEP_KINDS: tuple[str, ...] = ("step", "sleep", "signal", "emit", "note", "switch", "rollback")
 
+# The statuses each operator action accepts (``DurableOperator``; the store checks them in the
+# transaction that acts, and refuses any other with ``ExecutionStateError``). Names as in the
+# CLI and the dashboard; ``running`` is left out wherever a worker's own copy of the history
+# would race with the change.
+OPERATOR_ACCEPTS: dict[str, tuple[str, ...]] = {
+    "retry": ("failed",),
+    "retry-rollback": ("compensation_failed",),
+    "skip-step": ("pending", "sleeping", "waiting", "retrying", "failed", "compensation_failed"),
+    "edit-state": ("pending", "sleeping", "waiting", "retrying", "failed",
+                   "compensation_failed"),
+    "force-fail": ACTIVE_STATUSES,
+    "fork": ACTIVE_STATUSES + FINISHED_STATUSES,
+}
+
+# The ``status_reason`` prefix a worker gives an execution whose workflow it has not loaded
+# (``runner.UNLOADED_REASON``): such executions wait, and the operator lists them as stuck.
+UNLOADED_REASON = "workflow not loaded: "
+
 
 @dataclass(frozen=True)
 class ErrorInfo:

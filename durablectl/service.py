@@ -316,13 +316,30 @@ class DurableService:
 
         return unsubscribe
 
+    def on_any_event(self, handler: Callable[[Event, Any], Any]) -> Callable[[], None]:
+        """Subscribe to every emitted event, whatever its id: ``handler(event, payload)`` (sync
+        or async) is called once per emit with the ``Event`` and its payload, like an ``on``
+        subscriber (never on replay; one that raises is logged and ignored). Returns a function
+        that unsubscribes. Durable events need no such call: ``on(durable_events.
+        audit_appended, ...)`` already gets every kind."""
+        handlers = self._handlers.setdefault(_ANY_EVENT, [])
+        subscriber = typing.cast(Handler, handler)  # called with two arguments (_publish)
+        handlers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in handlers:
+                handlers.remove(subscriber)
+
+        return unsubscribe
+
     def _publish(self, event: Event, payload: Any) -> None:
         self._dispatch(f"event:{event.id}", payload)
+        self._dispatch(_ANY_EVENT, event, payload)
 
-    def _dispatch(self, key: str, argument: Any) -> None:
+    def _dispatch(self, key: str, *arguments: Any) -> None:
         for handler in list(self._handlers.get(key, ())):
             try:
-                value = handler(argument)
+                value = handler(*arguments)
                 if inspect.isawaitable(value):
                     task = asyncio.ensure_future(_guard(value, key))
                     self._handler_tasks.add(task)
@@ -352,6 +369,7 @@ class DurableService:
             self._dispatch(f"durable:{entry.kind}", record)
 
 
+_ANY_EVENT = "any-event"  # on_any_event subscribers (other keys are event:... or durable:...)
 _FINISHED = {s.value for s in ExecutionStatus} - {"pending", "running", "sleeping", "waiting",
                                                    "retrying"}
 

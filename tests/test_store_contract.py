@@ -35,6 +35,7 @@ from durablectl.errors import (
     ExecutionNotFound,
     ExecutionStateError,
     LeaseLost,
+    StepIdError,
     StorageError,
 )
 from durablectl.model import AuditEntry, ErrorInfo, StepRecord
@@ -54,6 +55,8 @@ WRITE_METHODS = frozenset({
     "park", "finish", "schedule_retry", "release", "fire_due_timers", "heartbeat",
     "mark_unloaded", "append_signal", "cancel_execution", "register_worker",
     "unregister_worker", "reap_dead_workers", "record_workflows",
+    "retry_execution", "retry_rollback", "skip_step", "edit_step_result", "force_fail",
+    "fork_execution",
 })
 
 
@@ -1452,3 +1455,135 @@ def test_signal_and_claim_does_not_claim_an_execution_that_waits_for_something_e
     assert status_of(store, sleeper) == "sleeping"
     with pytest.raises(ExecutionNotFound):
         _signal_and_claim(store, "missing")
+
+
+# operator repairs ----------------------------------------------------------------------------
+OP = {"actor": "ann", "reason": "why", "now": T0 + 100}
+
+
+def failed_with(store: Any, *steps: tuple[str, str | None, ErrorInfo | None]) -> str:
+    """A failed execution with these (step id, result, error) steps, recorded in this order."""
+    execution_id = start(store)
+    claim(store, execution_id)
+    for number, (step_id, result_json, error) in enumerate(steps):
+        record(store, execution_id, step_id, result_json=result_json, error=error,
+               now=T0 + number)
+    assert finish(store, execution_id, status="failed", error=ErrorInfo("E", "boom"))
+    return execution_id
+
+
+def operator_entries(store: Any, execution_id: str) -> list[dict[str, Any]]:
+    return [e.data for e in audit_of(store, execution_id, "operator_action")]
+
+
+def test_retry_execution_makes_a_failed_execution_pending_as_a_new_attempt(store: Any) -> None:
+    execution_id = failed_with(store, ("a", '"A"', None), ("b", None, ErrorInfo("E", "boom")))
+    found = store.retry_execution(execution_id, **OP)
+    assert (found.status, found.attempt, found.max_attempts, found.error, found.lease_owner) == (
+        "pending", 2, 3, None, None)
+    assert operator_entries(store, execution_id) == [
+        {"action": "retry", "actor": "ann", "reason": "why", "step_id": None}]
+    assert changes(store, execution_id)[-1] == ("failed", "pending", "operator retry by ann: why")
+    assert set(steps_of(store, execution_id)) == {"a", "b"}  # history untouched
+    taken = claim(store, execution_id, now=T0 + 101)
+    assert taken.execution.attempt == 2
+    with pytest.raises(ExecutionStateError) as refused:
+        store.retry_execution(execution_id, **OP)
+    assert (refused.value.action, refused.value.status) == ("retry", "running")
+
+
+def test_retry_rollback_deletes_the_failed_compensation_and_keeps_the_attempt(
+        store: Any) -> None:
+    execution_id = start(store)
+    claim(store, execution_id)
+    record(store, execution_id, "a", result_json='"A"')
+    record(store, execution_id, "rollback:a", kind="rollback", result_json=None,
+           error=ErrorInfo("E", "offline"))
+    assert finish(store, execution_id, status="compensation_failed",
+                  error=ErrorInfo("E", "offline"))
+    found = store.retry_rollback(execution_id, **OP)
+    assert (found.status, found.attempt, found.error) == ("pending", 1, None)
+    assert set(steps_of(store, execution_id)) == {"a"}
+    assert operator_entries(store, execution_id)[0]["step_id"] == "rollback:a"
+    # a cached history notices the row that went: the step count disagrees
+    assert store.load_history(execution_id).step_count == 1
+
+
+def test_skip_step_settles_a_wait_with_a_new_seq_and_wakes_the_execution(store: Any) -> None:
+    execution_id = waiting(store, due=T0 + 3600)
+    before = store.load_history(execution_id)
+    found = store.skip_step(execution_id, "approval", value_json='{"by":"ops"}', **OP)
+    assert found.status == "pending"
+    step = steps_of(store, execution_id)["approval"]
+    assert (step.kind, step.result, step.error) == (
+        "signal", {"kind": "signal", "payload": {"by": "ops"}}, None)
+    assert step.seq > before.max_seq
+    assert store.load_history(execution_id).timers == {}  # its time-out no longer fires
+    assert fire(store, T0 + 7200) == []
+    assert operator_entries(store, execution_id) == [
+        {"action": "skip-step", "actor": "ann", "reason": "why", "step_id": "approval",
+         "value": {"by": "ops"}}]
+
+
+def test_skip_step_of_a_failed_step_resumes_a_failed_execution(store: Any) -> None:
+    execution_id = failed_with(store, ("a", '"A"', None), ("b", None, ErrorInfo("E", "boom")))
+    found = store.skip_step(execution_id, "b", value_json="5", **OP)
+    assert (found.status, found.attempt) == ("pending", 2)
+    step = steps_of(store, execution_id)["b"]
+    assert (step.result, step.error, step.attempt) == (5, None, 2)
+
+
+def test_edit_step_result_renumbers_the_step_and_those_after_it_in_order(store: Any) -> None:
+    execution_id = failed_with(store, ("a", '"A"', None), ("b", '"B"', None),
+                               ("c", None, ErrorInfo("E", "boom")))
+    cached = store.load_history(execution_id)
+    found = store.edit_step_result(execution_id, "a", value_json='"A2"', **OP)
+    assert found.status == "failed"
+    delta = store.load_history(execution_id, after_seq=cached.max_seq)
+    assert set(delta.steps) == {"a", "b", "c"} and delta.step_count == 3
+    assert delta.steps["a"].result == "A2"
+    assert [s.step_id for s in store.list_step_results(execution_id)] == ["a", "b", "c"]
+    [entry] = operator_entries(store, execution_id)
+    assert (entry["value"], entry["previous"]) == ("A2", "A")
+    with pytest.raises(StepIdError):
+        store.edit_step_result(execution_id, "nope", value_json="1", **OP)
+
+
+def test_force_fail_fails_an_active_execution_and_cancels_its_timers(store: Any) -> None:
+    execution_id = sleeping(store)
+    found = store.force_fail(execution_id, message="customer left", **OP)
+    assert (found.status, found.status_reason) == ("failed", "force-failed: why")
+    assert found.error == ErrorInfo("ForceFailed", "customer left")
+    assert fire(store, T0 + 3600) == [] and status_of(store, execution_id) == "failed"
+    with pytest.raises(ExecutionStateError):
+        store.force_fail(execution_id, message="again", **OP)
+
+
+def test_fork_execution_copies_the_steps_before_the_step_into_a_new_execution(
+        store: Any) -> None:
+    execution_id = failed_with(store, ("a", '"A"', None), ("b", '"B"', None),
+                               ("c", None, ErrorInfo("E", "boom")))
+    fork = store.fork_execution(execution_id, "c", new_execution_id="fork-1", **OP)
+    assert (fork.execution_id, fork.status, fork.attempt, fork.workflow_id) == (
+        "fork-1", "pending", 1, WF)
+    assert fork.forked_from == {"execution_id": execution_id, "step_id": "c"}
+    copied = store.list_step_results("fork-1")
+    assert [(s.step_id, s.result, s.attempt, s.seq) for s in copied] == [
+        ("a", "A", 1, 1), ("b", "B", 1, 2)]
+    assert status_of(store, execution_id) == "failed"
+    assert operator_entries(store, execution_id)[0]["fork"] == "fork-1"
+    assert claim(store, "fork-1").has_history
+    with pytest.raises(StepIdError):
+        store.fork_execution(execution_id, "nope", new_execution_id="fork-2", **OP)
+    with pytest.raises(ExecutionNotFound):
+        store.fork_execution("missing", "a", new_execution_id="fork-3", **OP)
+
+
+def test_list_stuck_executions(store: Any) -> None:
+    failed = failed_with(store)
+    ghost = start(store, workflow="ghost.v1")
+    store.mark_unloaded(workflow_ids=[WF], reason_prefix="workflow not loaded: ")
+    start(store)  # pending, its workflow loaded: not stuck
+    assert {e.execution_id for e in store.list_stuck_executions()} == {failed, ghost}
+    assert len(store.list_stuck_executions(limit=1)) == 1
+

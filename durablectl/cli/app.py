@@ -7,7 +7,15 @@ import sys
 
 import typer
 
-from durablectl.cli import config_cmds, daemon_cmds, executions, schedule_cmds, speed
+from durablectl.cli import (
+    config_cmds,
+    daemon_cmds,
+    dashboard_cmds,
+    executions,
+    operator_cmds,
+    schedule_cmds,
+    speed,
+)
 
 speed.install()  # plain options need no pydantic: start-up is a hot path
 
@@ -21,8 +29,10 @@ app = typer.Typer(
 )
 executions.register(app)
 app.add_typer(schedule_cmds.app, name="schedule")
+app.add_typer(operator_cmds.app, name="operator")
 app.add_typer(daemon_cmds.app, name="daemon")
 app.add_typer(config_cmds.app, name="config")
+dashboard_cmds.register(app)
 
 
 def _reflow(text: str) -> str:

@@ -21,14 +21,20 @@ app = typer.Typer(help="Run, start, stop and inspect the daemon of a database.",
 
 def _settings(session: Session) -> Any:
     from durablectl.config import service_options, store_options
-    from durablectl.daemon.process import DaemonSettings
+    from durablectl.daemon.process import DaemonSettings, DashboardSettings
 
     config = session.config
+    board = config.dashboard
+    dashboard = DashboardSettings(
+        token=board.token, host=board.host, port=board.port,
+        allowed_hosts=tuple(board.allowed_hosts), operator=board.operator,
+    ) if board.enabled else None
     return DaemonSettings(
         database=str(config.db), workflows=str(config.workflows),
         log_file=str(config.daemon.log_file) if config.daemon.log_file else None,
         service_options=service_options(config), store_options=store_options(config),
-        config_path=str(config.path) if config.path else None)
+        config_path=str(config.path) if config.path else None,
+        on_event=config.hooks.on_event or None, dashboard=dashboard)
 
 
 @app.command("run")

@@ -4,7 +4,7 @@ One daemon per database. Its pid file is also its lock: the daemon holds an excl
 on it for its whole life, so "is a daemon alive?" is answered by the kernel (a pid file alone
 outlives a ``kill -9``). ``daemon start`` runs ``daemon run`` in a new session with a pipe on
 which the child says ``ready`` once workflows are loaded, recovery is done and the socket
-listens, or the one-line error (and exit code) that stopped it.
+(and the dashboard, when enabled) listens, or the one-line error (and exit code) that stopped it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ UNLOADED_CHECK_SECONDS = 1.0  # fallback for lost nudges: other processes' new e
 STEP_THREAD_PREFIX = "durablectl-step"  # the runner's step threads (see runner.Runner)
 META_PID = "daemon.pid"
 META_SOCKET = "daemon.socket"
+META_DASHBOARD = "dashboard.url"  # what `durablectl dashboard` prints
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,19 @@ class DaemonSettings:
     service_options: dict[str, Any]
     store_options: dict[str, Any]
     config_path: str | None = None
+    on_event: str | None = None  # [hooks] on_event: a command run with each event (hooks.py)
+    dashboard: DashboardSettings | None = None  # None: no dashboard is served
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """``[dashboard]`` when enabled (SPEC §7)."""
+
+    token: str = field(repr=False)  # never in a log line or a traceback's repr
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allowed_hosts: tuple[str, ...] = ()
+    operator: bool = True
 
 
 # -- liveness ---------------------------------------------------------------------------------
@@ -99,6 +113,7 @@ class Daemon:
         self.paths = daemon_paths(settings.database, log_file=settings.log_file)
         self.started = real_time()
         self.exit_code = 0
+        self.dashboard_url: str | None = None
 
     async def run(self, on_ready: Any = None) -> int:
         import asyncio
@@ -113,10 +128,17 @@ class Daemon:
         service: DurableService | None = None
         server: Any = None
         tasks: list[asyncio.Task[Any]] = []
+        hook: Any = None
+        dashboard: Any = None
         try:
             store = SqliteStore(self.settings.database, **self.settings.store_options)
             db_stat = os.stat(store.path)
             service = DurableService(store, [], **self.settings.service_options)
+            if self.settings.on_event:
+                from durablectl.daemon.hooks import start_event_hook
+
+                hook = start_event_hook(self.settings.on_event, service,
+                                        config_path=self.settings.config_path)
             loader = WorkflowLoader(self.settings.workflows, service.registry)
             if not loader.folder.is_dir():
                 log.warning("workflows folder %s does not exist; no workflows loaded",
@@ -146,6 +168,10 @@ class Daemon:
             server = await ipc.serve(self.paths.socket, handle)
             store.set_meta(META_PID, str(os.getpid()))
             store.set_meta(META_SOCKET, str(self.paths.socket))
+            if self.settings.dashboard is not None:
+                dashboard = self._start_dashboard(self.settings.dashboard, running_service,
+                                                  loader)
+                store.set_meta(META_DASHBOARD, dashboard.url)
 
             async def reloaded(errors: list[Any]) -> None:
                 running_service.store.record_workflows(
@@ -175,6 +201,11 @@ class Daemon:
         finally:
             for task in tasks:
                 task.cancel()
+            if dashboard is not None:
+                dashboard.stop()
+                with contextlib.suppress(Exception):
+                    if store is not None and self.exit_code != 6:
+                        store.set_meta(META_DASHBOARD, None)
             if server is not None:
                 server.close()
                 with contextlib.suppress(Exception):
@@ -187,6 +218,10 @@ class Daemon:
                     if store is not None:
                         store.set_meta(META_PID, None)
                         store.set_meta(META_SOCKET, None)
+            if hook is not None:
+                from durablectl.daemon.hooks import stop_event_hook
+
+                await stop_event_hook(hook)
             if store is not None and self.exit_code != 6:
                 store.close()
             with contextlib.suppress(OSError):
@@ -255,7 +290,39 @@ class Daemon:
             "workers": [w.worker_id for w in store.live_workers()],
             "load_errors": [str(e) for e in loader.errors.values()],
             "running": len(service.runner.running),
+            "dashboard": self.dashboard_url,
         }
+
+    def _start_dashboard(self, settings: DashboardSettings, service: Any, loader: Any) -> Any:
+        """Serve the dashboard in threads of this process, on the daemon's store; a write it
+        commits wakes the runner at once."""
+        import asyncio
+
+        from durablectl.dashboard.server import DashboardServer
+
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            service.runner.wake()
+            self.unloaded_check.set()
+
+        def changed() -> None:  # called from a request thread
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(wake)
+
+        def info() -> dict[str, Any]:
+            return {"pid": os.getpid(), "state": "running",
+                    "uptime_s": round(real_time() - self.started, 3),
+                    "workflows": sorted(service.registry.ids()),
+                    "load_errors": [str(e) for e in loader.errors.values()]}
+
+        dashboard = DashboardServer(service.store, host=settings.host, port=settings.port,
+                                    token=settings.token, operator=settings.operator,
+                                    allowed_hosts=settings.allowed_hosts, on_change=changed,
+                                    daemon_info=info,
+                                    max_payload_bytes=service.max_payload_bytes)
+        self.dashboard_url = dashboard.start()
+        return dashboard
 
 
 async def _logged(what: str, job: Awaitable[None]) -> None:

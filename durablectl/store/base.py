@@ -209,6 +209,37 @@ class Store(Protocol):
 
     def known_workflows(self) -> dict[str, str | None]: ...
 
+    # operator repairs (DurableOperator) --------------------------------------------------------
+    # Each checks, in its own transaction, that the execution is in a status the action accepts
+    # (``model.OPERATOR_ACCEPTS``: else ``ExecutionStateError``; an unknown id is
+    # ``ExecutionNotFound``, an unknown step ``StepIdError``), and writes an ``operator_action``
+    # audit entry (``action``, ``actor``, ``reason``, ``step_id``) with its change. A changed
+    # step row gets a new ``seq`` and removed ones go, so a cached history sees the change.
+    # ``value_json`` is the JSON the replayed call returns. They return the execution as it is
+    # after the change (``fork_execution``: the new one).
+    def list_stuck_executions(self, *, limit: int = 100) -> list[Execution]:
+        """Failed, compensation_failed, and active executions whose workflow no worker has
+        loaded; the most recently changed first."""
+        ...
+
+    def retry_execution(self, execution_id: str, *, actor: str, reason: str | None,
+                        now: float) -> Execution: ...
+
+    def retry_rollback(self, execution_id: str, *, actor: str, reason: str | None,
+                       now: float) -> Execution: ...
+
+    def skip_step(self, execution_id: str, step_id: str, *, value_json: str, actor: str,
+                  reason: str | None, now: float) -> Execution: ...
+
+    def edit_step_result(self, execution_id: str, step_id: str, *, value_json: str, actor: str,
+                         reason: str | None, now: float) -> Execution: ...
+
+    def force_fail(self, execution_id: str, *, message: str, actor: str, reason: str | None,
+                   now: float) -> Execution: ...
+
+    def fork_execution(self, execution_id: str, from_step: str, *, new_execution_id: str,
+                       actor: str, reason: str | None, now: float) -> Execution: ...
+
     # schedules -------------------------------------------------------------------------------
     def ensure_schedule(self, definition: ScheduleDefinition, *, next_run: float | None,
                         now: float, resume_undeclared: bool = False

@@ -47,6 +47,7 @@ from durablectl.model import (
 )
 from durablectl.store.base import Claim, CommitListener, History, NewTimer
 from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from durablectl.store.sqlite_operator import OperatorQueries
 from durablectl.store.sqlite_schedules import ScheduleQueries
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class _GroupWriter:
                         future.set_exception(StorageError("the grouped writer failed"))
 
 
-class SqliteStore(ScheduleQueries):
+class SqliteStore(ScheduleQueries, OperatorQueries):
     """A durablectl database in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
