@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test bench clean man demo
+.PHONY: install lint test bench torture clean man demo
 
 $(BIN)/durablectl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# crash torture: SIGKILL the daemon 200 times at random moments under load, then check SPEC §8's
+# guarantees (tests/test_torture.py runs 20 kills); KILLS=, SEED= override
+KILLS ?= 200
+SEED ?= 1
+torture: install
+	$(BIN)/python -m bench.torture --kills $(KILLS) --seed $(SEED)
 
 # man/durablectl.1 and man/durablectl-<group>.1 from the typer app (tests/test_man_pages.py
 # fails when they are stale)

@@ -17,7 +17,8 @@ def encode(value: Any, *, what: str, step_id: str | None = None,
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} is not JSON-serialisable: {exc}", step_id) from exc
-    if max_bytes and len(text) > max_bytes and len(text.encode()) > max_bytes:
+    # a character is 1 to 4 bytes: encode only when the length alone cannot tell
+    if max_bytes and len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
         raise PayloadError(
             f"{what} is {len(text.encode())} bytes, over the limit of {max_bytes} bytes", step_id
         )

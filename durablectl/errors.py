@@ -129,6 +129,13 @@ class ConfigError(DurableError):
     exit_code = 2
 
 
+class UnsafePermissions(DurableError):
+    """The daemon refuses a database, or a folder it runs code from, that other users can
+    write."""
+
+    exit_code = 2
+
+
 class InvalidSchedule(DurableError):
     exit_code = 2
 

@@ -6,6 +6,7 @@ action, built from the audit trail. Plain data and text only; each front end sty
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "iso",
     "json_text",
     "preview",
+    "printable",
     "timeline",
 ]
 
@@ -38,6 +40,15 @@ STATUS_STYLES: dict[str, str] = {
     "cancelled": "bright_black",
 }
 PREVIEW_CHARS = 80  # step results and payloads in a timeline row; --json has them in full
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab written as ``\\xNN``: a
+    payload or an error message never reaches a terminal as an escape sequence."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def iso(value: datetime | None) -> str:

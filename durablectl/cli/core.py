@@ -108,11 +108,13 @@ def report(exc: BaseException, debug: bool) -> int:
         import traceback
 
         traceback.print_exception(exc)
+    from durablectl.timeline import printable
+
     if isinstance(exc, DurableError):
         message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {printable(message)}", file=sys.stderr)
         return exc.exit_code
-    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"error: {type(exc).__name__}: {printable(str(exc))}", file=sys.stderr)
     return 6
 
 

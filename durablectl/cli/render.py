@@ -20,6 +20,7 @@ from durablectl.timeline import internal_id as internal_id
 from durablectl.timeline import iso as iso
 from durablectl.timeline import json_text as json_text
 from durablectl.timeline import preview as preview
+from durablectl.timeline import printable as printable
 from durablectl.timeline import timeline as timeline
 
 
@@ -125,7 +126,7 @@ def tsv_cell(value: Any) -> str:
     """One tab-separated field: tabs, newlines and backslashes escaped so a row stays a line."""
     if value is None:
         return ""
-    text = str(value)
+    text = printable(str(value))
     if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
         text = (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
                 .replace("\r", "\\r"))
@@ -141,9 +142,9 @@ def tsv(header: list[str], rows: list[list[Any]]) -> None:
 def status_text(status: str, reason: str | None = None) -> Any:
     from rich.text import Text
 
-    text = Text(status, style=STATUS_STYLES.get(status, ""))
+    text = Text(printable(status), style=STATUS_STYLES.get(status, ""))
     if reason:
-        text.append(f" ({reason})", style="dim")
+        text.append(f" ({printable(reason)})", style="dim")
     return text
 
 
@@ -191,11 +192,11 @@ def _fields_table(fields: list[tuple[str, str]], execution: Execution) -> Any:
         if key == "status":
             table.add_row(key, status_text(value))
         elif key == "error":
-            table.add_row(key, Text(value, style="red"))
+            table.add_row(key, Text(printable(value), style="red"))
         elif key == "reason" and not value:
             continue
         else:
-            table.add_row(key, Text(value))
+            table.add_row(key, Text(printable(value)))
     return table
 
 
@@ -239,7 +240,7 @@ def execution_list(session: Session, executions: list[Execution]) -> None:
     table.add_column("created (UTC)")
     table.add_column("updated (UTC)")
     for e in executions:
-        table.add_row(Text(e.execution_id), Text(e.workflow_id),
+        table.add_row(Text(printable(e.execution_id)), Text(printable(e.workflow_id)),
                       status_text(e.status, e.status_reason),
                       f"{e.attempt}/{e.max_attempts}", _short_time(e.created_at),
                       _short_time(e.updated_at))
@@ -271,7 +272,8 @@ def workflow_list(session: Session, rows: list[dict[str, Any]]) -> None:
     table.add_column("alias")
     table.add_column("in flight", justify="right")
     for r in rows:
-        table.add_row(Text(r["workflow_id"]), Text(r["alias"] or "", style="cyan"),
+        table.add_row(Text(printable(r["workflow_id"])),
+                      Text(printable(r["alias"] or ""), style="cyan"),
                       Text(str(r["in_flight"]), style="" if r["in_flight"] else "dim"))
     rich_console().print(table)
 
@@ -342,9 +344,9 @@ def execution_detail(session: Session, detail: ExecutionDetail) -> None:
                                r.attempt, r.detail] for r in rows])
         for title, error in failures:
             print()
-            print(f"failure of {title}: {error_line(error)}")
+            print(printable(f"failure of {title}: {error_line(error)}"))
             if error.traceback:
-                print(error.traceback.rstrip("\n"))
+                print(printable(error.traceback.rstrip("\n")))
         return
     _rich_detail(detail, rows, failures)
 
@@ -375,19 +377,19 @@ def _rich_detail(detail: ExecutionDetail, rows: list[TimelineRow],
                 when = row.at.strftime("%Y-%m-%d ") + when
                 previous_day = day
         dim = "dim" if row.internal else ""
-        step = Text(row.step_id or "", style="dim" if internal_id(row.step_id) or row.internal
-                    else "")
+        step = Text(printable(row.step_id or ""),
+                    style="dim" if internal_id(row.step_id) or row.internal else "")
         table.add_row(Text(when, style="dim"), Text(row.kind, style=dim or "bold"), step,
                       Text(duration_text(row.duration_ms), style=dim),
                       Text(str(row.attempt), style="dim"),
-                      Text(row.detail, style=dim or row.style))
+                      Text(printable(row.detail), style=dim or row.style))
     if not rows:
         table.add_row("", Text("(no history)", style="dim"), "", "", "", "")
     out.print(table)
     for title, error in failures:
         body = Text()
-        body.append(error_line(error), style="bold red")
+        body.append(printable(error_line(error)), style="bold red")
         if error.traceback:
-            body.append("\n\n" + error.traceback.rstrip("\n"))
-        out.print(Panel(body, title=f"failure of {title}", title_align="left",
+            body.append("\n\n" + printable(error.traceback.rstrip("\n")))
+        out.print(Panel(body, title=Text(printable(f"failure of {title}")), title_align="left",
                         border_style="red"))

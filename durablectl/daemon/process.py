@@ -29,7 +29,13 @@ from durablectl.daemon.paths import (  # noqa: F401 - socket_for is re-exported
     ensure_private_dir,
     socket_for,
 )
-from durablectl.errors import DaemonNotRunning, DaemonRunning, DurableError, StorageError
+from durablectl.errors import (
+    DaemonNotRunning,
+    DaemonRunning,
+    DurableError,
+    StorageError,
+    UnsafePermissions,
+)
 
 log = logging.getLogger("durablectl.daemon")
 
@@ -104,6 +110,25 @@ def _take_pid_lock(paths: DaemonPaths) -> int:
     return fd
 
 
+# -- permissions ------------------------------------------------------------------------------
+def check_permissions(database: str, workflows: str) -> None:
+    """Refuse a database file (when it exists), its folder or the workflows folder that users
+    other than the owner can write: they could change the history or the code the daemon runs
+    (a missing workflows folder is only warned about later)."""
+    db = Path(os.path.realpath(database))
+    checked = [(db, "database"), (db.parent, "database folder"),
+               (Path(os.path.realpath(workflows)), "workflows folder")]
+    for path, what in checked:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o022:
+            raise UnsafePermissions(
+                f"refusing to serve {db}: the {what} {path} is writable by other users "
+                f"(mode {mode & 0o7777:04o}); chmod go-w {path}")
+
+
 # -- the daemon itself ------------------------------------------------------------------------
 class Daemon:
     """A DurableService plus module loading, a control socket and signal handling."""
@@ -123,6 +148,7 @@ class Daemon:
         from durablectl.service import DurableService
         from durablectl.store.sqlite import SqliteStore
 
+        check_permissions(self.settings.database, self.settings.workflows)
         lock_fd = _take_pid_lock(self.paths)
         store: SqliteStore | None = None
         service: DurableService | None = None

@@ -203,6 +203,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self._writer_lock = threading.Lock()
         self._closed = False
         self._create_private_file()
+        self._repair_companion_modes()
         # configured only once the file is known to be ours: journal_mode = WAL rewrites the
         # header of whatever file it is given
         self._wconn = self._connect(configure=False)
@@ -223,6 +224,22 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         except FileExistsError:
             return
         os.close(fd)
+
+    def _repair_companion_modes(self) -> None:
+        """SQLite gives the -wal and -shm files it creates the database file's mode: a read of a
+        0400 file leaves 0400 companions behind, which keep every write failing as read-only
+        after the file is made writable again. Give them the file's mode back then."""
+        try:
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                return
+            mode = os.stat(self.path).st_mode & 0o777
+        except OSError:
+            return
+        for suffix in ("-wal", "-shm"):
+            companion = self.path + suffix
+            if os.path.exists(companion) and not os.access(companion, os.R_OK | os.W_OK):
+                with contextlib.suppress(OSError):  # not ours: SQLite reports it as it is
+                    os.chmod(companion, mode)
 
     def _connect(self, *, configure: bool = True) -> sqlite3.Connection:
         try:
@@ -286,6 +303,9 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 " (SELECT count(*) FROM sqlite_master WHERE type = 'table')"
             ).fetchone()
         except sqlite3.DatabaseError as exc:
+            # read-only folder, lock, I/O: say that, not "not a durablectl database"
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._storage_error(exc) from exc
             raise IncompatibleDatabase(
                 f"{self.path} is not a durablectl database (SQLite says: {exc})"
             ) from exc
@@ -447,6 +467,11 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                     value = call()
                     self._flush_audit(conn, txn)
                 except BaseException as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back itself (a full disk, an I/O
+                        # error): every job of the batch failed, with this error, not with the
+                        # "no transaction is active" of a ROLLBACK issued after it
+                        raise
                     if not isolated and not single:
                         conn.execute("ROLLBACK")
                         return None
