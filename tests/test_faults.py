@@ -501,12 +501,6 @@ def test_the_daemon_stops_when_its_database_file_is_replaced(daemon: DaemonHarne
         f"error: the database file {daemon.db} was deleted or replaced; stopping"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the daemon stops without closing its store on a replaced file (so that it writes nothing "
-    "more), which leaves the OLD database's durable.db-wal and durable.db-shm next to the "
-    "replacement; the next opener replays that WAL over the new file and sees the old "
-    "database's executions and workflows instead of the new file's (and its first checkpoint "
-    "would write them into the new file)"))
 def test_a_file_replaced_under_the_daemon_reads_as_itself_afterwards(
         daemon: DaemonHarness) -> None:
     _replace_under_the_daemon(daemon)

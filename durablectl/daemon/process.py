@@ -259,6 +259,7 @@ class Daemon:
         """Stop, writing nothing more, if the database file is deleted or replaced."""
         import asyncio
 
+        companions = _companion_files(path)
         while True:
             await asyncio.sleep(DB_CHECK_SECONDS)
             try:
@@ -270,6 +271,9 @@ class Daemon:
                 message = f"the database file {path} was deleted or replaced; stopping"
                 log.error(message)
                 print(f"error: {message}", file=sys.stderr, flush=True)
+                # our -wal and -shm belong to the old file: left beside a replacement (or a
+                # file created later at the same path) they would be replayed into it
+                _remove_companions(companions)
                 self.exit_code = 6
                 self.stop_event.set()
                 return
@@ -357,6 +361,26 @@ async def _logged(what: str, job: Awaitable[None]) -> None:
         await job
     except Exception:
         log.exception("daemon %d: %s failed", os.getpid(), what)
+
+
+def _companion_files(path: str) -> dict[str, tuple[int, int]]:
+    """The database's -wal and -shm files as they are now (path -> inode, device)."""
+    found: dict[str, tuple[int, int]] = {}
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            stat = os.stat(path + suffix)
+            found[path + suffix] = (stat.st_ino, stat.st_dev)
+    return found
+
+
+def _remove_companions(companions: dict[str, tuple[int, int]]) -> None:
+    """Remove the -wal/-shm files that are still the ones this daemon opened (never a newer
+    file's own)."""
+    for companion, identity in companions.items():
+        with contextlib.suppress(OSError):
+            stat = os.stat(companion)
+            if (stat.st_ino, stat.st_dev) == identity:
+                os.unlink(companion)
 
 
 def _iso(ts: float) -> str:
