@@ -196,3 +196,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def parse_statuses(text: str | None, *, where: str = "") -> list[str] | None:
+    """A status filter as the CLI's ``--status`` and the dashboard's ``status`` take it: a
+    comma list of statuses, ``active`` or ``finished`` (None: no filter). An unknown word
+    raises ``ValueError`` naming it and the words accepted."""
+    if not text:
+        return None
+    known = [s.value for s in ExecutionStatus]
+    chosen: list[str] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        if part == "active":
+            chosen.extend(ACTIVE_STATUSES)
+        elif part == "finished":
+            chosen.extend(FINISHED_STATUSES)
+        elif part in known:
+            chosen.append(part)
+        elif part:
+            raise ValueError(f"unknown status {part!r}{where} (use {', '.join(known)}, "
+                             "active or finished)")
+    return list(dict.fromkeys(chosen)) or None

@@ -94,23 +94,12 @@ def _finish_wait(session: Session, execution: Execution) -> None:
 
 
 def _statuses(text: str | None) -> list[str] | None:
-    from durablectl.model import ACTIVE_STATUSES, FINISHED_STATUSES, ExecutionStatus
+    from durablectl.model import parse_statuses
 
-    if not text:
-        return None
-    known = [s.value for s in ExecutionStatus]
-    chosen: list[str] = []
-    for part in (p.strip().lower() for p in text.split(",")):
-        if part == "active":
-            chosen.extend(ACTIVE_STATUSES)
-        elif part == "finished":
-            chosen.extend(FINISHED_STATUSES)
-        elif part in known:
-            chosen.append(part)
-        elif part:
-            raise fail(f"unknown status {part!r} for --status (use {', '.join(known)}, "
-                       "active or finished)")
-    return list(dict.fromkeys(chosen)) or None
+    try:
+        return parse_statuses(text, where=" for --status")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 # -- the commands -----------------------------------------------------------------------------

@@ -48,7 +48,8 @@ from durablectl.errors import (
     ScheduleNotFound,
     StepIdError,
 )
-from durablectl.model import ACTIVE_STATUSES, FINISHED_STATUSES, ExecutionStatus, to_json
+from durablectl.model import ACTIVE_STATUSES, to_json
+from durablectl.model import parse_statuses as model_parse_statuses
 from durablectl.store.base import Store
 from durablectl.timeline import iso
 
@@ -92,23 +93,11 @@ class Caller:
 
 
 def parse_statuses(text: str | None) -> list[str] | None:
-    """``status`` as the CLI's ``--status`` takes it: a comma list of statuses, ``active`` or
-    ``finished``."""
-    if not text:
-        return None
-    known = [s.value for s in ExecutionStatus]
-    chosen: list[str] = []
-    for part in (p.strip().lower() for p in text.split(",")):
-        if part == "active":
-            chosen.extend(ACTIVE_STATUSES)
-        elif part == "finished":
-            chosen.extend(FINISHED_STATUSES)
-        elif part in known:
-            chosen.append(part)
-        elif part:
-            raise HttpError(400, f"unknown status {part!r} (use {', '.join(known)}, active or "
-                                 "finished)")
-    return list(dict.fromkeys(chosen)) or None
+    """``model.parse_statuses``, with a bad word as a 400."""
+    try:
+        return model_parse_statuses(text)
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def _int_param(query: dict[str, str], name: str, default: int, minimum: int,
