@@ -232,7 +232,7 @@ def retrying(what: str, job: Any, *, attempts: int = 400) -> Any:
 
 # -- the driver (a separate process) ----------------------------------------------------------
 def drive(base: Path, seed: int, busy_ms: int) -> int:
-    from durablectl import DurableClient, SqliteStore
+    from durablectl import DurableClient, ExecutionNotActive, SqliteStore
     from durablectl.daemon.ipc import nudge
     from durablectl.daemon.process import socket_for
 
@@ -284,6 +284,12 @@ def drive(base: Path, seed: int, busy_ms: int) -> int:
                 poke()
                 record({"op": "signal", "id": execution_id, "signal": signal_id,
                         "payload": payload, "failures": failures})
+                return
+            except ExecutionNotActive as exc:
+                # the wait's time-out won and the execution finished: the signal is refused,
+                # never stored (SPEC §3), which is the right outcome of that race
+                record({"op": "refused", "id": execution_id, "signal": signal_id,
+                        "error": repr(exc)})
                 return
             except Exception as exc:  # a send that raised is not sent unless stored
                 failures += 1
