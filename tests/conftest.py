@@ -46,3 +46,19 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+def isolate_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_name: str) -> Path:
+    """A database path (not created) and a process environment of tmp dirs: no config file,
+    no daemon, and nothing of the user's. Shared by the command-line test files."""
+    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
+        folder = tmp_path / "xdg" / name.lower()
+        folder.mkdir(parents=True, mode=0o700)
+        monkeypatch.setenv(name, str(folder))
+    for name in ("DURABLECTL_DB", "DURABLECTL_CONFIG", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return tmp_path / db_name
+

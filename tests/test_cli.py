@@ -37,6 +37,8 @@ from durablectl.daemon.ipc import nudge
 from durablectl.daemon.paths import socket_for
 from durablectl.model import AuditEntry, ErrorInfo, Execution, ExecutionDetail, StepRecord
 
+from .conftest import isolate_user_dirs
+
 ROOT = Path(__file__).resolve().parent.parent
 DURABLECTL = ROOT / ".venv" / "bin" / "durablectl"
 TIMEOUT = 15.0
@@ -83,18 +85,7 @@ async def fail(ctx, data):
 # -- helpers ----------------------------------------------------------------------------------
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A database path (not created) and a process environment of tmp dirs: no config file,
-    no daemon, and nothing of the user's."""
-    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
-        folder = tmp_path / "xdg" / name.lower()
-        folder.mkdir(parents=True, mode=0o700)
-        monkeypatch.setenv(name, str(folder))
-    for name in ("DURABLECTL_DB", "DURABLECTL_CONFIG", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return tmp_path / "cli.db"
+    return isolate_user_dirs(tmp_path, monkeypatch, "cli.db")
 
 
 class Out:

@@ -21,6 +21,7 @@ import pytest
 from durablectl import DurableOperator, SqliteStore
 from durablectl.model import ErrorInfo
 
+from .conftest import isolate_user_dirs
 from .test_cli import (
     DURABLECTL,
     EXECUTION_KEYS,
@@ -38,20 +39,10 @@ NO_DAEMON = "note: no daemon is running for {db}: execution {eid} is pending and
             "one does (durablectl daemon start)"
 
 
+
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A database path (not created) and a process environment of tmp dirs: no config file,
-    no daemon, and nothing of the user's."""
-    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
-        folder = tmp_path / "xdg" / name.lower()
-        folder.mkdir(parents=True, mode=0o700)
-        monkeypatch.setenv(name, str(folder))
-    for name in ("DURABLECTL_DB", "DURABLECTL_CONFIG", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return tmp_path / "operator.db"
+    return isolate_user_dirs(tmp_path, monkeypatch, "operator.db")
 
 
 def ok(out: Out) -> Out:

@@ -30,6 +30,7 @@ from durablectl.cli.schedule_actions import every_text, relative_text, span_text
 from durablectl.model import Schedule
 from durablectl.schedules import SchedulePlanner
 
+from .conftest import isolate_user_dirs
 from .test_cli import DURABLECTL, Out, cli, one_line, process_env, run
 
 SCHEDULE_KEYS = {"id", "workflow_id", "kind", "cron", "interval_seconds", "timezone", "input",
@@ -41,20 +42,10 @@ NO_DAEMON = re.compile(r"note: no daemon is running for .*: schedule (\S+) fires
                        r"\(durablectl daemon start\)")
 
 
+
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A database path (not created) and a process environment of tmp dirs: no config file,
-    no daemon, and nothing of the user's."""
-    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
-        folder = tmp_path / "xdg" / name.lower()
-        folder.mkdir(parents=True, mode=0o700)
-        monkeypatch.setenv(name, str(folder))
-    for name in ("DURABLECTL_DB", "DURABLECTL_CONFIG", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return tmp_path / "sched.db"
+    return isolate_user_dirs(tmp_path, monkeypatch, "sched.db")
 
 
 def schedule_of(db: Path, schedule_id: str) -> Schedule:
