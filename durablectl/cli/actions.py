@@ -228,6 +228,35 @@ def cancel(session: Session, execution: str, reason: str | None) -> None:
         session.close()
 
 
+def prune(session: Session, older_than: str, status: str | None, vacuum: bool) -> None:
+    import os
+
+    from durablectl.cli import render
+    from durablectl.model import FINISHED_STATUSES
+
+    age = parse_duration(older_than)
+    statuses = _statuses(status) or list(FINISHED_STATUSES)
+    unfinished = [s for s in statuses if s not in FINISHED_STATUSES]
+    if unfinished:
+        raise fail(f"--status takes finished statuses only, not {', '.join(unfinished)}")
+    try:
+        path = session.db_path
+        before = os.path.getsize(path) if os.path.exists(path) else 0
+        now = session.client().clock.timestamp()
+        deleted = session.store.prune_executions(older_than=now - age, statuses=statuses)
+        if vacuum:
+            session.store.vacuum()
+        after = os.path.getsize(path) if os.path.exists(path) else 0
+        if session.json:
+            render.emit_json({"deleted": deleted, "size_before": before, "size_after": after,
+                              "vacuumed": vacuum})
+        else:
+            print(f"deleted {deleted} execution{'' if deleted == 1 else 's'}"
+                  + (f"; file {before} -> {after} bytes" if vacuum else ""))
+    finally:
+        session.close()
+
+
 def recover(session: Session) -> None:
     from durablectl.cli import render
 

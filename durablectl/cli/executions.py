@@ -196,6 +196,28 @@ def workflows(
     actions.workflows(Session(db, config, json, debug))
 
 
+@command
+def prune(
+    older_than: Annotated[str, typer.Option(
+        "--older-than", help="Age of the last change: seconds or 30s, 10m, 2h, 30d.")],
+    status: Annotated[str | None, typer.Option(
+        "--status", "-s", help="Finished statuses to remove, comma separated "
+                               "(default: all finished ones).")] = None,
+    vacuum: Annotated[bool, typer.Option(
+        "--vacuum", help="Compact the file afterwards.")] = False,
+    db: DbOption = None, config: ConfigOption = None, json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Remove finished executions with their history.
+
+    Deletes, in small batches, executions that finished (completed, failed,
+    compensation_failed, cancelled, or those given with --status) and have not changed for
+    --older-than, with their steps, signals, timers and audit entries. Prints how many (with
+    --json: {"deleted", "size_before", "size_after"}).
+    """
+    actions.prune(Session(db, config, json, debug), older_than, status, vacuum)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app, in the order of SPEC §6."""
     app.command("start")(start)
@@ -207,3 +229,4 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
     app.command("recover")(recover)
     app.command("workflows")(workflows)
+    app.command("prune")(prune)

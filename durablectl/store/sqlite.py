@@ -38,6 +38,7 @@ from durablectl.errors import (
 )
 from durablectl.model import (
     ACTIVE_STATUSES,
+    FINISHED_STATUSES,
     PARKED_STATUSES,
     AuditEntry,
     ErrorInfo,
@@ -1392,6 +1393,40 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
     def known_workflows(self) -> dict[str, str | None]:
         return {wid: alias for wid, alias in
                 self._read("SELECT workflow_id, alias FROM workflows ORDER BY workflow_id")}
+
+    def prune_executions(self, *, older_than: float, statuses: Sequence[str],
+                         batch: int = 500) -> int:
+        """Delete finished executions last changed before ``older_than`` with their steps,
+        signals, timers and audit (foreign keys cascade), ``batch`` at a time so that no
+        transaction holds the write lock for long; returns how many."""
+        allowed = set(FINISHED_STATUSES)
+        wanted = [s for s in statuses if s in allowed]
+        if not wanted or set(statuses) - allowed:
+            raise ValueError(f"prune takes finished statuses only ({', '.join(FINISHED_STATUSES)})")
+        marks = ",".join("?" * len(wanted))
+        total = 0
+        while True:
+            def job(conn: sqlite3.Connection, txn: _Txn) -> int:
+                ids = [row[0] for row in conn.execute(
+                    f"SELECT execution_id FROM executions WHERE status IN ({marks})"
+                    " AND updated_at < ? LIMIT ?", (*wanted, older_than, batch))]
+                if ids:
+                    conn.execute("DELETE FROM executions WHERE execution_id IN"
+                                 f" ({','.join('?' * len(ids))})", ids)
+                return len(ids)
+
+            deleted = self._write(job)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def vacuum(self) -> None:
+        """Compact the file (rewrites it: run it when nothing else is busy)."""
+        with self._wlock:
+            try:
+                self._wconn.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise self._storage_error(exc) from exc
 
     def set_meta(self, key: str, value: str | None) -> None:
         def job(conn: sqlite3.Connection, txn: _Txn) -> None:
