@@ -193,15 +193,10 @@ class Layout:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Whether ``pid`` still runs (a zombie does not): the daemon's own check."""
+    from durablectl.daemon.process import process_alive
+
+    return process_alive(pid)
 
 
 def _is_durablectl(pid: int) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shlex
 import time
 from collections import defaultdict
@@ -379,15 +378,10 @@ def test_a_command_that_cannot_run_is_logged(
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Whether ``pid`` still runs (a zombie does not): the daemon's own check."""
+    from durablectl.daemon.process import process_alive
+
+    return process_alive(pid)
 
 
 def test_a_slow_command_is_killed_at_its_timeout_and_never_blocks_submit(

@@ -508,14 +508,14 @@ def stop(settings: DaemonSettings, *, timeout: float | None = None) -> int:
     grace = float(settings.service_options.get("grace_seconds", 10))
     deadline = monotonic() + (timeout if timeout is not None else grace + 10)
     # stopped means gone: the lock is released a moment before the process has exited
-    while running_pid(paths) is not None or (pid > 0 and _process_alive(pid)):
+    while running_pid(paths) is not None or (pid > 0 and process_alive(pid)):
         if monotonic() > deadline:
             raise StorageError(f"the daemon (pid {pid}) did not stop in time")
         time.sleep(0.02)
     return pid
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie that no one has reaped yet does not)."""
     try:
         os.kill(pid, 0)
