@@ -39,8 +39,8 @@ from durablectl.clock import SystemClock
 class Sizes:
     w1_executions: int = 1000
     w1_repeats: int = 3  # passes through the completion events; the median is reported
-    w2_signals: int = 200
-    w2_window: int = 50
+    w2_signals: int = 1000
+    w2_window: int = 100
     w3a_sleeps: int = 1000
     w3a_sleep_s: float = 1.0
     w3a_spread_s: float = 1.0

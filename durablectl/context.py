@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from durablectl import codec
 from durablectl.bridge import FutureBridge
-from durablectl.clock import Clock, seconds_of
+from durablectl.clock import Clock, seconds_of, to_datetime
 from durablectl.definitions import Branch, Event, Signal
 from durablectl.errors import (
     DurableError,
@@ -35,6 +35,9 @@ from durablectl.errors import (
 from durablectl.history import HistoryCache
 from durablectl.model import ErrorInfo, SignalResult, StepRecord
 from durablectl.store.base import History, NewTimer, Store
+
+if TYPE_CHECKING:
+    from durablectl.sticky import LiveRun, StickyCache
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,18 @@ class CompensationFailed(BaseException):
         self.error = error
 
 
+def fresh(value: Any) -> Any:
+    """A private copy of a decoded JSON value. Stored results live on in the in-memory
+    history between runs, so user code gets its own copy: mutating what a step returned must
+    not change what a later replay of that step returns."""
+    kind = type(value)
+    if kind is dict:
+        return {key: fresh(item) for key, item in value.items()}
+    if kind is list:
+        return [fresh(item) for item in value]
+    return value
+
+
 def error_info(exc: BaseException) -> ErrorInfo:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=text)
@@ -88,6 +103,7 @@ class RunEnv:
     publish: Callable[[Event, Any], None] = lambda event, payload: None
     warned_implicit: set[str] = field(default_factory=set)
     histories: HistoryCache | None = None
+    sticky: StickyCache | None = None
     _bridge: FutureBridge | None = None
 
     def load_history(self, execution_id: str) -> History:
@@ -95,9 +111,16 @@ class RunEnv:
             return self.store.load_history(execution_id)
         return self.histories.load(execution_id)
 
+    def remember_history(self, execution_id: str, history: History) -> None:
+        """Cache a history the run keeps current itself (a new execution, a resumed run)."""
+        if self.histories is not None:
+            self.histories.put(execution_id, history)
+
     def forget(self, execution_id: str) -> None:
         if self.histories is not None:
             self.histories.discard(execution_id)
+        if self.sticky is not None:
+            self.sticky.discard(execution_id)
 
     def bridge(self) -> FutureBridge:
         bridge = self._bridge
@@ -177,7 +200,8 @@ class WorkflowContext:
         self.workflow_id = workflow_id
         self.attempt = attempt
         self._env = env
-        self._history = history
+        self.history = history
+        self.live: LiveRun | None = None  # set when the engine may keep this run parked
         self._seen: set[str] = set()
         self._counters: dict[str, int] = {}
         self._compensations: list[tuple[str, Callable[[Any], Any], Any]] = []
@@ -207,7 +231,7 @@ class WorkflowContext:
             raise self._fail_fatal(StepIdError(
                 f"duplicate step id {step_id!r} in one run of workflow {self.workflow_id!r}"))
         self._seen.add(step_id)
-        stored = self._history.steps.get(step_id)
+        stored = self.history.steps.get(step_id)
         if stored is not None and stored.kind != kind:
             raise self._fail_fatal(NonDeterminismError(step_id, stored.kind, kind))
         return stored
@@ -255,17 +279,39 @@ class WorkflowContext:
         except PayloadError as exc:
             raise self._fail_fatal(exc) from exc
 
-    async def _record(self, step_id: str, kind: str, result_json: str | None, *,
-                      error: ErrorInfo | None = None, started_at: float | None = None,
+    async def _record(self, step_id: str, kind: str, result_json: str | None,
+                      decoded: Any = None, *, error: ErrorInfo | None = None,
+                      started_at: float | None = None,
                       audit_entries: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        """Store a step; ``decoded`` is the value as JSON gives it back (kept in memory)."""
         now = self._env.clock.timestamp()
-        await self._write(
+        started = now if started_at is None else started_at
+        seq = await self._write(
             self._env.store.record_step, execution_id=self.execution_id,
             worker_id=self._env.worker_id, step_id=step_id, kind=kind, result_json=result_json,
-            error=error, attempt=self.attempt,
-            started_at=now if started_at is None else started_at, completed_at=now, now=now,
+            error=error, attempt=self.attempt, started_at=started, completed_at=now, now=now,
             audit_entries=audit_entries, audit=self._env.audit,
         )
+        self._remember(step_id, kind, fresh(decoded), error, started, now, seq)
+
+    @property
+    def inflight(self) -> int:
+        """Steps (and other recorded calls) started and not yet stored."""
+        return self._inflight
+
+    def _remember(self, step_id: str, kind: str, result: Any, error: ErrorInfo | None,
+                  started_at: float, completed_at: float, seq: int) -> None:
+        """Keep the in-memory history as current as the database after a committed write, so
+        the next wake-up of this execution loads only what others stored since."""
+        history = self.history
+        history.steps[step_id] = StepRecord(
+            step_id=step_id, kind=kind, result=result, error=error,
+            started_at=to_datetime(started_at), completed_at=to_datetime(completed_at),
+            duration_ms=round((completed_at - started_at) * 1000.0, 3), attempt=self.attempt,
+            seq=seq)
+        history.step_count = len(history.steps)
+        if seq > history.max_seq:
+            history.max_seq = seq
 
     async def drain(self) -> None:
         """Wait until every step already started has finished and stored its result."""
@@ -294,7 +340,7 @@ class WorkflowContext:
         if stored is not None:
             if stored.error is None:
                 self._register(step_id, down, stored.result)
-                return stored.result
+                return fresh(stored.result)
             if stored.attempt == self.attempt:
                 raise StepFailed(step_id, stored.error.type, stored.error.message)
         self._begin()
@@ -315,9 +361,10 @@ class WorkflowContext:
                     continue
                 text, decoded = self._encode(value, f"the result of step {step_id!r}", step_id)
                 duration = (self._env.clock.timestamp() - started) * 1000.0
-                await self._record(step_id, "step", text, started_at=started, audit_entries=[
-                    ("step_completed", {"step_id": step_id, "duration_ms": round(duration, 3),
-                                        "internal": False})])
+                await self._record(step_id, "step", text, decoded, started_at=started,
+                                   audit_entries=[("step_completed", {
+                                       "step_id": step_id, "duration_ms": round(duration, 3),
+                                       "internal": False})])
                 self._register(step_id, down, decoded)
                 return decoded
             assert failure is not None
@@ -341,7 +388,7 @@ class WorkflowContext:
 
     def _register(self, step_id: str, down: Callable[[Any], Any] | None, result: Any) -> None:
         if down is not None:
-            self._compensations.append((step_id, down, result))
+            self._compensations.append((step_id, down, fresh(result)))
 
     async def rollback(self) -> None:
         """Run the registered compensations in reverse order, each once, as ``rollback:<id>``."""
@@ -354,7 +401,7 @@ class WorkflowContext:
             if rollback_id in self._compensated:
                 continue
             self._compensated.add(rollback_id)
-            stored = self._history.steps.get(rollback_id)
+            stored = self.history.steps.get(rollback_id)
             if stored is not None and stored.kind != "rollback":
                 raise self._fail_fatal(NonDeterminismError(rollback_id, stored.kind, "rollback"))
             if stored is not None and stored.error is None:
@@ -369,9 +416,9 @@ class WorkflowContext:
                     await self._record(rollback_id, "rollback", None, error=info,
                                        started_at=started)
                     raise CompensationFailed(rollback_id, info) from exc
-                text, _ = self._encode(value, f"the result of compensation {rollback_id!r}",
-                                       rollback_id)
-                await self._record(rollback_id, "rollback", text, started_at=started,
+                text, decoded = self._encode(
+                    value, f"the result of compensation {rollback_id!r}", rollback_id)
+                await self._record(rollback_id, "rollback", text, decoded, started_at=started,
                                    audit_entries=[("step_completed", {
                                        "step_id": rollback_id, "internal": True,
                                        "duration_ms": round(
@@ -387,13 +434,13 @@ class WorkflowContext:
             step_id = self._implicit("sleep", "__sleep")
         else:
             self._check_user_id(step_id)
-        if self._enter(step_id, "sleep") is not None:
-            return
-        due = self._history.timers.get(("sleep", step_id))
-        if due is None:
-            due = self._env.clock.timestamp() + max(seconds, 0.0)
-        self.park_requests.append(NewTimer("sleep", step_id, due))
-        raise Suspend()
+        stored = self._enter(step_id, "sleep")
+        while stored is None:
+            due = self.history.timers.get(("sleep", step_id))
+            if due is None:
+                due = self._env.clock.timestamp() + max(seconds, 0.0)
+            await self._park(NewTimer("sleep", step_id, due))
+            stored = self._resumed_step(step_id, "sleep")
 
     async def wait_for_signal(self, signal: Signal | str, *,
                               timeout: float | timedelta | None = None,
@@ -406,20 +453,46 @@ class WorkflowContext:
         else:
             self._check_user_id(step_id)
         stored = self._enter(step_id, "signal")
-        if stored is None:
-            stored = await self._write(
-                self._env.store.consume_signal, execution_id=self.execution_id,
-                worker_id=self._env.worker_id, signal_id=signal_id, step_id=step_id,
-                attempt=self.attempt, now=self._env.clock.timestamp(), audit=self._env.audit)
-        if stored is not None:
-            return self._signal_outcome(step_id, signal_id, stored.result, timeout_s)
-        key = ("signal", step_id)
-        if key in self._history.timers:
-            due = self._history.timers[key]
-        else:
-            due = None if timeout_s is None else self._env.clock.timestamp() + timeout_s
-        self.park_requests.append(NewTimer("signal", step_id, due, signal_id=signal_id))
-        raise Suspend()
+        while True:
+            if stored is None:
+                stored = await self._write(
+                    self._env.store.consume_signal, execution_id=self.execution_id,
+                    worker_id=self._env.worker_id, signal_id=signal_id, step_id=step_id,
+                    attempt=self.attempt, now=self._env.clock.timestamp(),
+                    audit=self._env.audit)
+                if stored is not None:
+                    self.history.steps[step_id] = stored
+                    self.history.step_count = len(self.history.steps)
+                    self.history.max_seq = max(self.history.max_seq, stored.seq)
+            if stored is not None:
+                return self._signal_outcome(step_id, signal_id, stored.result, timeout_s)
+            key = ("signal", step_id)
+            if key in self.history.timers:
+                due = self.history.timers[key]
+            else:
+                due = None if timeout_s is None else self._env.clock.timestamp() + timeout_s
+            await self._park(NewTimer("signal", step_id, due, signal_id=signal_id))
+            stored = self._resumed_step(step_id, "signal")
+
+    async def _park(self, timer: NewTimer) -> None:
+        """Nothing to do until ``timer`` fires or a signal comes: suspend the run. Returns
+        only when the engine kept this run in memory and a later claim resumed it; the caller
+        then looks at the history again (the wake-up may have been for something else)."""
+        self.park_requests.append(timer)
+        live = self.live
+        if live is None or not live.can_hold():
+            raise Suspend()
+        await live.hold(timer.kind, timer.step_id)
+        if self.closed:
+            raise Suspend()
+        if self.cancel_requested:
+            raise self._abort(Abort("cancelled"))
+
+    def _resumed_step(self, step_id: str, kind: str) -> StepRecord | None:
+        stored = self.history.steps.get(step_id)
+        if stored is not None and stored.kind != kind:
+            raise self._fail_fatal(NonDeterminismError(step_id, stored.kind, kind))
+        return stored
 
     def _signal_outcome(self, step_id: str, signal_id: str, stored: Any,
                         timeout: float | None) -> Any:
@@ -427,11 +500,11 @@ class WorkflowContext:
         if timeout is not None:
             if kind == "timeout":
                 return SignalResult(kind="timeout")
-            return SignalResult(kind="signal", payload=stored.get("payload"))
+            return SignalResult(kind="signal", payload=fresh(stored.get("payload")))
         if kind == "timeout":
             raise StepFailed(step_id, "TimeoutError",
                              f"the wait for signal {signal_id!r} timed out")
-        return stored.get("payload") if isinstance(stored, dict) else None
+        return fresh(stored.get("payload")) if isinstance(stored, dict) else None
 
     # events, notes, branching ----------------------------------------------------------------
     async def emit(self, event: Event | str, payload: Any = None, *,
@@ -447,7 +520,7 @@ class WorkflowContext:
         text, decoded = self._encode(payload, f"the payload of emit {step_id!r}", step_id)
         self._begin()
         try:
-            await self._record(step_id, "emit", text, audit_entries=[
+            await self._record(step_id, "emit", text, decoded, audit_entries=[
                 ("emit_published", {"step_id": step_id, "event": event_def.id})])
         finally:
             self._end()
@@ -464,7 +537,8 @@ class WorkflowContext:
                                      "the meta of a note", step_id)
         self._begin()
         try:
-            await self._record(step_id, "note", text, audit_entries=[("note", decoded)])
+            await self._record(step_id, "note", text, decoded,
+                               audit_entries=[("note", decoded)])
         finally:
             self._end()
 
@@ -474,7 +548,7 @@ class WorkflowContext:
         self._check_user_id(step_id)
         stored = self._enter(step_id, "switch")
         if stored is not None:
-            return stored.result.get("result") if isinstance(stored.result, dict) else None
+            return fresh(stored.result.get("result")) if isinstance(stored.result, dict) else None
         chosen: Branch | None = None
         for branch in branches:
             if branch.match is not None and branch.match(value):
@@ -491,8 +565,9 @@ class WorkflowContext:
             result = await call_user(chosen.run, self._env, value)
             text, decoded = self._encode({"branch": chosen.id, "result": result},
                                          f"the result of switch {step_id!r}", step_id)
-            await self._record(step_id, "switch", text, started_at=started, audit_entries=[
-                ("switch_evaluated", {"step_id": step_id, "branch": chosen.id})])
+            await self._record(step_id, "switch", text, decoded, started_at=started,
+                               audit_entries=[("switch_evaluated", {
+                                   "step_id": step_id, "branch": chosen.id})])
         finally:
             self._end()
         return decoded["result"]

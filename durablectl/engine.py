@@ -19,6 +19,7 @@ from durablectl.context import (
 from durablectl.definitions import Workflow
 from durablectl.errors import DurableError, PayloadError, StepFailed
 from durablectl.model import ErrorInfo
+from durablectl.sticky import PARKED, LiveRun
 from durablectl.store.base import Claim, History
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,38 @@ def _first_control(exc: BaseException) -> BaseException | None:
 
 async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
                         ctx_hook: Any = None) -> RunOutcome:
-    """Replay the execution from its stored history and record the outcome."""
+    """Run the execution under ``claim``: resume its kept run when the sticky cache holds
+    one that is still current, else replay it from its stored history; record the outcome."""
     execution = claim.execution
-    history = env.load_history(execution.execution_id) if claim.has_history else History()
-    ctx = WorkflowContext(env, execution_id=execution.execution_id,
-                          workflow_id=execution.workflow_id, attempt=execution.attempt,
-                          history=history)
+    execution_id = execution.execution_id
+    live = _resumable(env, claim, workflow)
+    if live is None:
+        if claim.has_history:
+            history = env.load_history(execution_id)
+        else:
+            history = History()
+            env.remember_history(execution_id, history)
+        ctx = WorkflowContext(env, execution_id=execution_id,
+                              workflow_id=execution.workflow_id, attempt=execution.attempt,
+                              history=history)
+        live = LiveRun(ctx, workflow)
+        if env.sticky is not None and env.sticky.enabled:
+            ctx.live = live
+        live.start(workflow.fn(ctx, execution.input))
+    else:
+        ctx = live.ctx
+        live.resume()
     if ctx_hook is not None:
         ctx_hook(ctx)
+    turn = await live.turn()
+    if turn == PARKED:
+        return await _keep_parked(env, claim, live)
+    assert live.task is not None
     outcome_kind = "completed"
     result: Any = None
     failure: BaseException | None = None
     try:
-        result = await workflow.fn(ctx, execution.input)
+        result = live.task.result()
     except Suspend:
         outcome_kind = "parked"
     except Abort as exc:
@@ -93,11 +113,54 @@ async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
     try:
         await ctx.drain()
     except BaseException:  # pragma: no cover - drain only waits on an event
-        log.exception("execution %s: waiting for running steps failed", execution.execution_id)
+        log.exception("execution %s: waiting for running steps failed", execution_id)
     outcome = await _record_outcome(env, workflow, claim, ctx, outcome_kind, result, failure)
     if outcome.status not in ("sleeping", "waiting", "pending", "retrying"):
-        env.forget(execution.execution_id)
+        env.forget(execution_id)
     return outcome
+
+
+def _resumable(env: RunEnv, claim: Claim, workflow: Workflow) -> LiveRun | None:
+    """The kept run of this execution, if any, if it runs the workflow code loaded now (a
+    reload makes new definitions), and if nothing but the step it waited for was stored since
+    it parked (one indexed query); otherwise it is evicted and None returned."""
+    sticky = env.sticky
+    if sticky is None:
+        return None
+    live = sticky.take(claim.execution.execution_id)
+    if live is None:
+        return None
+    ctx = live.ctx
+    if (live.workflow is workflow and claim.execution.attempt == ctx.attempt
+            and not ctx.closed and live.parked is not None):
+        kind, step_id = live.parked
+        delta = env.store.load_since(ctx.execution_id, after_seq=ctx.history.max_seq,
+                                     timer_kind=kind, step_id=step_id)
+        if live.absorb(delta):
+            env.remember_history(ctx.execution_id, ctx.history)
+            sticky.resumed += 1
+            return live
+    live.evict()
+    return None
+
+
+async def _keep_parked(env: RunEnv, claim: Claim, live: LiveRun) -> RunOutcome:
+    """Record the park exactly as a replayed run would, then keep the suspended run."""
+    ctx = live.ctx
+    execution_id = ctx.execution_id
+    waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
+    try:
+        new_status = await env.write(
+            env.store.park, execution_id=execution_id, worker_id=env.worker_id,
+            status="waiting" if waits_signal else "sleeping", wakeups_seen=claim.wakeups,
+            timers=list(ctx.park_requests), attempt=ctx.attempt,
+            now=env.clock.timestamp(), audit=env.audit)
+    except BaseException:
+        live.evict()  # as when a replayed run's park fails: the runner releases the execution
+        raise
+    assert env.sticky is not None
+    env.sticky.keep(execution_id, live)
+    return RunOutcome(execution_id, new_status)
 
 
 async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: WorkflowContext,

@@ -13,6 +13,10 @@ from collections import OrderedDict
 
 from durablectl.store.base import History, Store
 
+# executions whose history (and, see sticky.py, suspended run) stay in memory between
+# wake-ups; 0 = replay every time from the database
+DEFAULT_CACHE_SIZE = 1000
+
 
 class HistoryCache:
     def __init__(self, store: Store, size: int) -> None:
@@ -43,6 +47,15 @@ class HistoryCache:
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return history
+
+    def put(self, execution_id: str, history: History) -> None:
+        """Hold ``history`` as this execution's most recent (a run keeps it current)."""
+        if self._size == 0:
+            return
+        self._entries.pop(execution_id, None)
+        self._entries[execution_id] = history
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
     def discard(self, execution_id: str) -> None:
         """Forget a finished execution."""

@@ -23,6 +23,7 @@ from durablectl.engine import RunOutcome, run_execution
 from durablectl.history import HistoryCache
 from durablectl.model import Schedule
 from durablectl.schedules import SchedulePlanner
+from durablectl.sticky import StickyCache
 from durablectl.store.base import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ class Runner:
                           implicit_step_ids=implicit_step_ids,
                           max_payload_bytes=max_payload_bytes,
                           publish=publish or (lambda event, payload: None),
-                          histories=HistoryCache(store, cache_size))
+                          histories=HistoryCache(store, cache_size),
+                          sticky=StickyCache(cache_size))
         self.running: dict[str, asyncio.Task[RunOutcome]] = {}
         self.contexts: dict[str, WorkflowContext] = {}
         self.outcome_listeners: list[Callable[[RunOutcome], None]] = []
@@ -341,6 +343,8 @@ class Runner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self.env.sticky is not None:
+            self.env.sticky.clear()  # kept runs end as parked runs always did: at a Suspend
         for execution_id in list(self._orphans):
             try:
                 self.store.release(execution_id, worker_id=self.worker_id)

@@ -29,6 +29,7 @@ from durablectl.errors import (
     WaitTimedOut,
 )
 from durablectl.events import DurableEventRecord, durable_events
+from durablectl.history import DEFAULT_CACHE_SIZE
 from durablectl.model import AuditEntry, Completed, Execution, ExecutionStatus, Schedule
 from durablectl.runner import UNLOADED_REASON, Runner
 from durablectl.schedules import UNDECLARED, ScheduleManager
@@ -46,7 +47,7 @@ class DurableService:
         self, store: Store, workflows: Iterable[Workflow] = (), *, worker_id: str | None = None,
         audit: bool = True, clock: Clock | None = None, concurrency: int = 100,
         lease_seconds: float = 30, grace_seconds: float = 10,
-        implicit_step_ids: str = "allow", cache_size: int = 1000,
+        implicit_step_ids: str = "allow", cache_size: int = DEFAULT_CACHE_SIZE,
         max_payload_bytes: int = codec.DEFAULT_MAX_PAYLOAD_BYTES, catch_up: str = "one",
         overlap: str = "allow", misfire_grace_seconds: float = 60, max_catch_up: int = 100,
     ) -> None:
@@ -60,7 +61,7 @@ class DurableService:
         self.audit = audit
         self.grace_seconds = float(grace_seconds)
         self.max_payload_bytes = max_payload_bytes
-        self.cache_size = cache_size
+        self.cache_size = int(cache_size)
         self.catch_up = catch_up
         self.overlap = overlap
         self.misfire_grace_seconds = misfire_grace_seconds
@@ -71,7 +72,7 @@ class DurableService:
         self.runner = Runner(store, self.registry, worker_id=self.worker_id, clock=self.clock,
                              concurrency=concurrency, lease_seconds=lease_seconds, audit=audit,
                              implicit_step_ids=implicit_step_ids,
-                             max_payload_bytes=max_payload_bytes, cache_size=cache_size,
+                             max_payload_bytes=max_payload_bytes, cache_size=self.cache_size,
                              publish=self._publish)
         self.runner.schedule_options = {"misfire_grace_seconds": float(misfire_grace_seconds),
                                          "max_catch_up": int(max_catch_up)}

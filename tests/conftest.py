@@ -31,6 +31,20 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
 
 
+@pytest.fixture(params=["kept", "replayed"])
+def cache_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: with the default cache (parked runs kept in memory and resumed) and
+    with ``cache_size = 0`` (every wake-up replays from the database). Both must behave the
+    same. Modules opt in with ``pytestmark = pytest.mark.usefixtures("cache_mode")``."""
+    if request.param == "replayed":
+        from durablectl.service import DurableService
+
+        defaults = DurableService.__init__.__kwdefaults__
+        assert defaults is not None and "cache_size" in defaults
+        monkeypatch.setitem(defaults, "cache_size", 0)
+    return str(request.param)
+
+
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]
 

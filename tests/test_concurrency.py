@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from durablectl import DurableService, SqliteStore, workflow
 from durablectl.testing import FakeClock
 
 from .conftest import run, until
+
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
 
 ran: Counter[str] = Counter()
 

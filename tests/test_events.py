@@ -35,6 +35,8 @@ from durablectl.testing import FakeClock
 
 from .conftest import run, until
 
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
+
 Go = Signal("go")
 Shipped = Event("order.shipped")
 

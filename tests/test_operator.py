@@ -41,6 +41,8 @@ from durablectl.testing import FakeClock
 
 from .conftest import run, until
 
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
+
 calls: Counter[str] = Counter()
 broken: set[str] = set()  # the names of the side effects that fail ("the bug")
 Approval = Signal("approval")
@@ -325,7 +327,8 @@ def test_skip_step_of_a_failed_compensation_resumes_the_rollback(store: SqliteSt
 def test_edit_state_changes_what_replay_returns_even_from_a_cached_history(
         store: SqliteStore, clock: FakeClock) -> None:
     async def main() -> None:
-        async with DurableService(store, ALL, clock=clock) as service:
+        # a cache whatever the cache_mode: the kept run must not resume past the edit either
+        async with DurableService(store, ALL, clock=clock, cache_size=1000) as service:
             eid = await service.start_execution(parked, None)
             await settled(store, eid, "sleeping")
             clock.advance(86400)

@@ -9,6 +9,8 @@ from durablectl.testing import FakeClock
 
 from .conftest import run, until
 
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
+
 log: list[str] = []
 Decision = Signal("decision")
 

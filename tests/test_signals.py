@@ -20,6 +20,8 @@ from durablectl.testing import FakeClock
 
 from .conftest import run, until
 
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
+
 Item = Signal("item")
 Approved = Signal("approved")
 

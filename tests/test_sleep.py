@@ -6,10 +6,14 @@ import asyncio
 import gc
 from datetime import timedelta
 
+import pytest
+
 from durablectl import DurableService, SqliteStore, workflow
 from durablectl.testing import FakeClock
 
 from .conftest import run, until
+
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
 
 
 @workflow("sleep.week")

@@ -21,6 +21,8 @@ from durablectl.testing import FakeClock
 
 from .conftest import run, until
 
+pytestmark = pytest.mark.usefixtures("cache_mode")  # kept runs and pure replay
+
 counts: Counter[str] = Counter()
 
 
@@ -122,7 +124,8 @@ def test_step_failed_is_catchable_and_replays_without_running_again(
     caught.clear()
 
     async def main() -> None:
-        async with DurableService(store, [catches], clock=clock) as service:
+        # cache_size=0: this is about replay (a kept run would resume without replaying)
+        async with DurableService(store, [catches], clock=clock, cache_size=0) as service:
             eid = await service.start_execution(catches)
             await until(lambda: store.get_execution(eid).status == "sleeping")
             clock.advance(6)
@@ -276,7 +279,9 @@ def test_replay_that_asks_for_another_kind_is_a_nondeterminism_error(
     versions["kind"] = "step"
 
     async def main() -> None:
-        async with DurableService(store, [shifting], clock=clock) as service:
+        # replay only: a run kept in memory goes on with the code it started with (a reload
+        # that changes the code evicts it: tests/test_sticky.py)
+        async with DurableService(store, [shifting], clock=clock, cache_size=0) as service:
             eid = await service.start_execution(shifting)
             await until(lambda: store.get_execution(eid).status == "sleeping")
             versions["kind"] = "sleep"  # the code changed under an in-flight execution

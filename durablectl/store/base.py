@@ -123,6 +123,9 @@ class Store(Protocol):
 
     def load_history(self, execution_id: str, *, after_seq: int = 0) -> History: ...
 
+    def load_since(self, execution_id: str, *, after_seq: int, timer_kind: str,
+                   step_id: str) -> History: ...
+
     # running ---------------------------------------------------------------------------------
     def claim_ready(
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,

@@ -142,6 +142,14 @@ MIGRATIONS: list[list[str]] = [
             value TEXT
         )""",
     ],
+    # 2: the pending timers of one execution by index. Ended timer rows stay (their times
+    # feed the timeline), so a workflow that waits a thousand times has a thousand rows; the
+    # checks a signal, a claim and a wake-up make ("is it waiting for this?") must not scan
+    # them, or every wake-up costs O(history) (issue #7: a 1,000-signal loop slowed down).
+    [
+        "CREATE INDEX timers_pending ON timers(execution_id, kind, signal_id)"
+        " WHERE state = 'pending'",
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

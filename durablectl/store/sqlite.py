@@ -684,6 +684,32 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 history.max_seq = int(row[2])
         return history
 
+    def load_since(self, execution_id: str, *, after_seq: int, timer_kind: str,
+                   step_id: str) -> History:
+        """What a run kept in memory needs to resume: the steps stored after ``after_seq``
+        and the pending timer of the one wait it parked on. Unlike :meth:`load_history` it
+        neither counts the steps nor reads every timer, so it costs the same at the
+        thousandth wake-up as at the first (``step_count`` is left at 0)."""
+        history = History(max_seq=after_seq)
+        try:
+            rows = self._reader().execute(
+                f"SELECT 0, {_STEP_COLUMNS} FROM steps WHERE execution_id = ?1 AND seq > ?2"
+                " UNION ALL SELECT 1, kind, step_id, due_at, NULL, NULL, NULL, NULL, NULL"
+                " FROM timers WHERE execution_id = ?1 AND kind = ?3 AND step_id = ?4"
+                " AND state = 'pending'",
+                (execution_id, after_seq, timer_kind, step_id),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from exc
+        for row in rows:
+            if row[0] == 0:
+                record = _step(row[1:])
+                history.steps[record.step_id] = record
+                history.max_seq = max(history.max_seq, record.seq)
+            else:
+                history.timers[(row[1], row[2])] = row[3]
+        return history
+
     # running ---------------------------------------------------------------------------------
     def _claim_many(self, conn: sqlite3.Connection, txn: _Txn,
                     found: list[tuple[Sequence[Any], int, int, bool]], *, worker_id: str,
