@@ -5,11 +5,17 @@ plain-text table, then ONE line of JSON with every figure, target and ratio.
                         [--keep]
 
 Workloads: ``ceiling`` (raw single-row commits/s, same folder and pragmas; always measured),
-``W1`` (throughput), ``W2`` (signal round trips), ``W3`` (sleep wake-up lateness), ``W4`` (a
-10,000-step history and its replay), ``restart`` (SIGKILL a worker, start a new one), ``cli``
-(``durablectl status ID --json`` as a new process, 20 times). Each one
+``W1`` (throughput in one process), ``W2`` (a 1,000-signal loop's round trips), ``W3`` (sleep
+wake-up lateness), ``W4`` (a 10,000-step history and its replay), ``restart`` (SIGKILL a
+worker, start a new one), ``cli`` (``durablectl status ID --json`` as a new process), ``daemon``
+(10,000 executions started by a client process, run by a real daemon, at FULL and NORMAL),
+``cli_signal`` (``durablectl signal`` to a waiting workflow), ``parked`` (100,000 parked
+executions: the daemon's memory and wake-up lateness), ``scale`` (the CLI on a database of
+1,000,000 executions; bytes per execution), ``prune`` (retention under a live worker). Each one
 checks its own results; the exit status is 1 when any check fails (never for a missed target).
-Targets are defined at ``synchronous=FULL``; the ratios are printed either way.
+Targets are defined at ``synchronous=FULL``; the ratios are printed either way. Output: the
+table, one JSON line per workload, then one JSON line with every figure, target and ratio.
+A full run takes about ten minutes and needs ~4 GB free in ``--dir``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import parked, scale, system
 from bench.cli import run_cli
 from bench.common import Result, open_store, read_pragmas
 from bench.restart import run_restart
 from bench.workloads import FULL, QUICK, Sizes, run_ceiling, run_w1, run_w2, run_w3, run_w4
 
-WORKLOADS = ("ceiling", "W1", "W2", "W3", "W4", "restart", "cli")
+WORKLOADS = ("ceiling", "W1", "W2", "W3", "W4", "restart", "cli", "daemon", "cli_signal",
+             "parked", "scale", "prune")
+# workloads that are plain functions of (folder, synchronous, sizes), running their own
+# processes and event loops
+SYSTEM_WORKLOADS: dict[str, Callable[[Path, str, Sizes], Result]] = {
+    "daemon": system.run_daemon_throughput, "cli_signal": system.run_cli_signal,
+    "parked": parked.run_parked, "scale": scale.run_scale_db, "prune": scale.run_prune,
+}
 
 # (figure, direction, target, what): direction ">=" means higher is better
 TARGETS: list[tuple[str, str, float, str]] = [
@@ -50,6 +64,7 @@ TARGETS: list[tuple[str, str, float, str]] = [
     ("restart_s", "<=", 1.0, "restart: new process to re-run (s)"),
     ("cli_status_json_p50_ms", "<=", 150.0, "cli: status ID --json, median wall (ms)"),
     ("cli_status_json_p90_ms", "<=", 150.0, "cli: status ID --json, p90 wall (ms)"),
+    *system.TARGETS, *parked.TARGETS, *scale.TARGETS,
 ]
 
 LABELS: dict[str, str] = {
@@ -94,6 +109,7 @@ LABELS: dict[str, str] = {
     "cli_status_json_p90_ms": "status ID --json, p90 wall (ms)",
     "cli_status_json_min_ms": "status ID --json, fastest (ms)",
     "cli_python_startup_ms": "  python -c pass, median (ms)",
+    **system.LABELS, **parked.LABELS, **scale.LABELS,
 }
 
 
@@ -130,6 +146,8 @@ def _run_one(name: str, folder: Path, synchronous: str, sizes: Sizes) -> Result:
             result = run_restart(folder, synchronous, timeout=min(sizes.timeout_s, 60.0))
         elif name == "cli":
             result = run_cli(folder, synchronous, sizes.cli_runs)
+        elif name in SYSTEM_WORKLOADS:
+            result = SYSTEM_WORKLOADS[name](folder, synchronous, sizes)
         else:
             result = asyncio.run(asyncio.wait_for(
                 coroutines[name](folder, synchronous, sizes), sizes.timeout_s))
@@ -254,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if ceiling and "w1_executions_per_s" in figures:
         figures["w1_executions_per_ceiling_commit"] = figures["w1_executions_per_s"] / ceiling
         figures["w1_steps_per_ceiling_commit"] = figures["w1_steps_per_s"] / ceiling
+    if ceiling and "daemon_steps_per_s" in figures:  # the daemon workload's ratio, same ceiling
+        figures["daemon_steps_per_ceiling_commit"] = figures["daemon_steps_per_s"] / ceiling
     targets = _targets(figures, synchronous)
     environment = {
         "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
@@ -272,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         " (other work on the machine skews every figure)",
     ]
     print(_table(results, targets, header))
+    for result in results:  # one JSON line per workload, for pipelines that want one figure
+        print(json.dumps({"workload": result.name, **result.to_json(),
+                          "targets": {k: t for k, t in targets.items() if k in result.figures}},
+                         separators=(",", ":"), default=str))
     verified = all(r.verified for r in results)
     missed = [k for k, t in targets.items() if not t["met"]]
     print(f"all self-checks passed: {'yes' if verified else 'NO'}; targets met: "

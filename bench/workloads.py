@@ -50,13 +50,33 @@ class Sizes:
     w4_replays: int = 3
     ceiling_s: float = 2.0
     cli_runs: int = 20  # `durablectl status ID --json` processes, after two warm-up runs
+    daemon_executions: int = 10_000  # bench.system: started by a client, run by a daemon
+    daemon_client_threads: int = 16  # the client's calling threads (a web app's requests)
+    cli_signals: int = 20  # bench.system: `durablectl signal` processes, after two warm-ups
+    parked_executions: int = 100_000  # bench.parked: half sleeping for hours, half waiting
+    parked_probe_sleeps: int = 1000  # bench.parked: short sleeps run with them parked
+    parked_probe_lead_s: float = 2.0  # from storing the short sleeps to the first due
+    parked_probe_spread_s: float = 1.0  # their due times, spread evenly over this
+    scale_bytes_executions: int = 3000  # bench.scale: 3-step runs measured for bytes each
+    scale_executions: int = 1_000_000  # bench.scale: the database the CLI is timed on
+    scale_seed_executions: int = 3000  # bench.scale: real runs, then multiplied in SQL
+    scale_cli_runs: int = 10  # bench.scale: runs of each command, after two warm-ups
+    prune_executions: int = 300_000  # bench.scale: spread over 90 days, 2/3 older than 30
+    prune_seed_executions: int = 3000
+    prune_baseline_s: float = 1.0  # live work measured before the prune starts
+    prune_reuse_executions: int = 2000  # run after the prune: the freed pages are reused
     timeout_s: float = 240.0  # per workload; a hung engine fails the run instead of hanging it
 
 
 FULL = Sizes()
 QUICK = Sizes(w1_executions=20, w1_repeats=1, w2_signals=12, w2_window=3, w3a_sleeps=20,
               w3a_sleep_s=0.2, w3a_spread_s=0.2, w3b_sleeps=10, w3b_lead_s=0.3, w4_steps=50,
-              w4_replays=1, ceiling_s=0.2, cli_runs=5, timeout_s=60.0)
+              w4_replays=1, ceiling_s=0.2, cli_runs=5, daemon_executions=50,
+              daemon_client_threads=4, cli_signals=3, parked_executions=500,
+              parked_probe_sleeps=20, parked_probe_lead_s=0.5, parked_probe_spread_s=0.2,
+              scale_bytes_executions=100, scale_executions=5000, scale_seed_executions=100,
+              scale_cli_runs=2, prune_executions=5000, prune_seed_executions=100,
+              prune_baseline_s=0.2, prune_reuse_executions=50, timeout_s=60.0)
 
 
 # W1: throughput of short workflows -----------------------------------------------------------

@@ -20,6 +20,7 @@ from durablectl.errors import (
     ExecutionCancelled,
     ExecutionFailed,
     ExecutionNotFound,
+    StorageError,
     WaitTimedOut,
     WorkflowNotFound,
 )
@@ -130,6 +131,11 @@ class DurableClient:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
         self.clock: Clock = clock or SystemClock()
+        # starts, signals and cancels go to the database's daemon when one answers, so that
+        # they join its grouped commits instead of fighting its writer for the lock
+        from durablectl.daemon.handoff import Handoff
+
+        self._handoff = Handoff(store)
 
     def live_workers(self) -> list[WorkerInfo]:
         return self.store.live_workers()
@@ -147,6 +153,14 @@ class DurableClient:
             self.store, None, workflow, input, clock=self.clock, idempotency_key=idempotency_key,
             timeout=timeout, max_attempts=max_attempts,
             max_payload_bytes=self.max_payload_bytes)
+        try:
+            answer = self._handoff.call({"op": "start", **arguments}, "start the execution")
+        except self._handoff.Lost:  # the daemon died with it: it committed it or it did not
+            if self.store.get_execution(arguments["execution_id"]) is not None:
+                return str(arguments["execution_id"])
+            answer = None
+        if answer is not None:  # committed by a live daemon: a worker runs, no warning
+            return str(answer["execution_id"])
         execution_id, _created = self.store.create_execution(**arguments)
         self._warn_without_workers(f"execution {execution_id} is stored")
         return execution_id
@@ -155,14 +169,37 @@ class DurableClient:
         signal_id = signal_id_of(signal)
         text = codec.encode(payload, what=f"the payload of signal {signal_id!r}",
                             max_bytes=self.max_payload_bytes)
+        now = self.clock.timestamp()
+        try:
+            answer = self._handoff.call(
+                {"op": "signal", "execution_id": execution_id, "signal_id": signal_id,
+                 "payload_json": text, "now": now}, f"store signal {signal_id}")
+        except self._handoff.Lost as exc:  # a signal has no identity: never send it twice
+            raise StorageError(
+                f"the daemon stopped while storing signal {signal_id} for execution "
+                f"{execution_id}; it may or may not be stored ({exc})") from exc
+        if answer is not None:
+            return int(answer["seq"])
         seq = self.store.append_signal(execution_id=execution_id, signal_id=signal_id,
-                                       payload_json=text, now=self.clock.timestamp())
+                                       payload_json=text, now=now)
         self._warn_without_workers(f"signal {signal_id} is stored")
         return seq
 
     def cancel_execution(self, execution_id: str, reason: str | None = None) -> Execution:
-        return self.store.cancel_execution(execution_id, reason=reason,
-                                           now=self.clock.timestamp())
+        now = self.clock.timestamp()
+        try:
+            answer = self._handoff.call({"op": "cancel", "execution_id": execution_id,
+                                         "reason": reason, "now": now},
+                                        f"cancel execution {execution_id}")
+        except self._handoff.Lost:  # the daemon died with it: done if it is cancelled now
+            found = self.store.get_execution(execution_id)
+            answer = {"ok": True} if found is not None and found.status == "cancelled" \
+                else None
+        if answer is not None:
+            cancelled = self.store.get_execution(execution_id)
+            if cancelled is not None:  # committed before the answer: read it back
+                return cancelled
+        return self.store.cancel_execution(execution_id, reason=reason, now=now)
 
     def get_execution(self, execution_id: str) -> Execution | None:
         return self.store.get_execution(execution_id)

@@ -482,6 +482,9 @@ class WorkflowContext:
         live = self.live
         if live is None or not live.can_hold():
             raise Suspend()
+        # the park stores this due time (or keeps the pending timer it came from): a run
+        # resumed for something else parks again on the same one
+        self.history.timers[(timer.kind, timer.step_id)] = timer.due_at
         await live.hold(timer.kind, timer.step_id)
         if self.closed:
             raise Suspend()

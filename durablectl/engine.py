@@ -123,7 +123,7 @@ async def run_execution(env: RunEnv, workflow: Workflow, claim: Claim,
 def _resumable(env: RunEnv, claim: Claim, workflow: Workflow) -> LiveRun | None:
     """The kept run of this execution, if any, if it runs the workflow code loaded now (a
     reload makes new definitions), and if nothing but the step it waited for was stored since
-    it parked (one indexed query); otherwise it is evicted and None returned."""
+    it parked (the claim tells, no query); otherwise it is evicted and None returned."""
     sticky = env.sticky
     if sticky is None:
         return None
@@ -131,15 +131,13 @@ def _resumable(env: RunEnv, claim: Claim, workflow: Workflow) -> LiveRun | None:
     if live is None:
         return None
     ctx = live.ctx
+    # (a claim that does not say where the step counter is, -1, cannot be trusted)
     if (live.workflow is workflow and claim.execution.attempt == ctx.attempt
-            and not ctx.closed and live.parked is not None):
-        kind, step_id = live.parked
-        delta = env.store.load_since(ctx.execution_id, after_seq=ctx.history.max_seq,
-                                     timer_kind=kind, step_id=step_id)
-        if live.absorb(delta):
-            env.remember_history(ctx.execution_id, ctx.history)
-            sticky.resumed += 1
-            return live
+            and not ctx.closed and live.parked is not None and claim.step_seq >= 0
+            and live.absorb(claim.step_seq, claim.fired)):
+        env.remember_history(ctx.execution_id, ctx.history)
+        sticky.resumed += 1
+        return live
     live.evict()
     return None
 

@@ -124,7 +124,6 @@ class Runner:
         loaded = self.registry.ids()
         now = self.clock.timestamp()
         real_now = real_time()
-        await self._housekeeping(real_now)
         if self._due_stale:
             self._due_stale = False
             self._next_due = self.store.next_due_at()
@@ -149,6 +148,12 @@ class Runner:
                 if not claims:
                     self._maybe_ready = True  # timers woke executions another worker runs
                     break
+        # leases, dead workers, unloaded workflows: after the due timers fired, so that a
+        # heartbeat's commit or the dead-worker check never makes a wake-up late (before the
+        # claim, so that executions freed from a dead worker are claimed in this same pass)
+        await self._housekeeping(real_now)
+        free = self.concurrency - len(self.running)
+        if self._claiming and loaded:
             if free > 0 and self._maybe_ready:
                 self._maybe_ready = False
                 claims = await self._submit(
@@ -276,6 +281,8 @@ class Runner:
         ctx = self.contexts.get(execution_id)
         if ctx is not None:
             ctx.cancel_requested = True
+        if self.env.sticky is not None:
+            self.env.sticky.discard(execution_id)  # a kept run of it will never resume
 
     # the loop --------------------------------------------------------------------------------
     async def run_forever(self) -> None:

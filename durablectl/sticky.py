@@ -6,8 +6,8 @@ workflow parks on a plain ``await ctx.sleep(...)`` or ``await ctx.wait_for_signa
 own task, with nothing else of it running, the engine records the park exactly as before (the
 timer, the status, the released lease) and keeps the suspended task here instead of throwing it
 away. The next claim of the execution by this worker resumes the task where it stopped, in O(1),
-after checking that nothing but the awaited step changed in the database since (one indexed
-query, the same one a cached history costs anyway).
+after checking that nothing but the awaited step changed in the database since (the claim
+carries the execution's step counter, so this costs no query).
 
 What the database holds stays the single truth: a resumed run and a replayed run see the same
 history, so eviction, a restart or another worker running the execution in between only cost a
@@ -23,10 +23,11 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from durablectl.context import Suspend
-from durablectl.store.base import History
+from durablectl.model import StepRecord
 
 if TYPE_CHECKING:
     from durablectl.context import WorkflowContext
@@ -118,26 +119,26 @@ class LiveRun:
         elif self.task is not None and not self.task.done():
             self.task.cancel()
 
-    def absorb(self, delta: History) -> bool:
-        """Bring the kept history up to date with what was stored since the park (``delta``
-        from :meth:`Store.load_since`); False when anything but the awaited step changed
-        (another worker ran on, an operator edited an earlier step): then only a replay is
-        safe. Every change to a step gives it a new ``seq``, so it shows in the delta. (The
-        only deletions of steps, of failed compensations by the operator's retry-rollback,
-        happen to executions that ended, whose runs are never kept.)"""
+    def absorb(self, step_seq: int, fired: Sequence[StepRecord]) -> bool:
+        """Take in what was stored since the park, from what the new claim carries; False
+        when anything but the awaited step changed (another worker ran on, an operator edited
+        a step): then only a replay is safe. Every change to a step takes the next value of
+        the execution's step counter, so the run has seen everything if the counter is where
+        it left it plus the steps the claim itself stored (a fired sleep, a timed-out wait),
+        and those are for the step it waits on. (Steps are only ever deleted, by the
+        operator's retry-rollback, from executions that ended: their runs are never kept.)"""
         history = self.ctx.history
         assert self.parked is not None
         kind, parked_step = self.parked
-        for step_id in delta.steps:
-            if step_id != parked_step:
-                return False
-        history.steps.update(delta.steps)
+        if step_seq != history.max_seq + len(fired):
+            return False
+        if any(record.step_id != parked_step for record in fired):
+            return False
+        for record in fired:
+            history.steps[record.step_id] = record
+            history.max_seq = max(history.max_seq, record.seq)
+            history.timers.pop((kind, parked_step), None)  # it fired
         history.step_count = len(history.steps)
-        history.max_seq = max(history.max_seq, delta.max_seq)
-        if (kind, parked_step) in delta.timers:
-            history.timers[(kind, parked_step)] = delta.timers[(kind, parked_step)]
-        else:
-            history.timers.pop((kind, parked_step), None)
         return True
 
 

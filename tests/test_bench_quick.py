@@ -32,7 +32,8 @@ def test_quick_bench_runs_every_workload_and_verifies(tmp_path: Path) -> None:
                                  "busy_timeout": report["pragmas"]["busy_timeout"]}
     assert report["pragmas"]["busy_timeout"] > 0
     results = report["results"]
-    assert set(results) == {"ceiling", "W1", "W2", "W3", "W4", "restart", "cli"}
+    assert set(results) == {"ceiling", "W1", "W2", "W3", "W4", "restart", "cli", "daemon",
+                            "cli_signal", "parked", "scale", "prune"}
     for name, result in results.items():
         assert result["verified"], (name, result["problems"])
         assert result["checked_executions"] > 0, name
@@ -48,7 +49,15 @@ def test_quick_bench_runs_every_workload_and_verifies(tmp_path: Path) -> None:
     assert set(report["targets"]) == {
         "w1_executions_per_s", "w2_p50_ms", "w2_p99_ms", "w2_last_over_first", "w3a_p99_ms",
         "w3b_p99_ms", "w4_replay_ms", "restart_s", "cli_status_json_p50_ms",
-        "cli_status_json_p90_ms"}
+        "cli_status_json_p90_ms", "daemon_executions_per_s", "daemon_executions_per_s_normal",
+        "cli_signal_wall_p50_ms", "cli_signal_to_step_p50_ms", "parked_rss_mb",
+        "parked_peak_rss_mb", "parked_p99_ms", "scale_cli_status_ms", "scale_cli_status_json_ms",
+        "scale_cli_list_failed_ms", "scale_cli_list_failed_json_ms", "scale_bytes_per_execution",
+        "prune_longest_batch_ms", "prune_stall_max_ms"}
+    # one JSON line per workload before the summary line
+    per_workload = [json.loads(line) for line in proc.stdout.splitlines()
+                    if line.startswith('{"workload":')]
+    assert [line["workload"] for line in per_workload] == list(results)
     assert "ceiling_commits_per_s" in figures
     # the plain-text table comes first, with the pragmas read back
     assert "pragmas in force (read back): journal_mode=wal, synchronous=FULL" in proc.stdout

@@ -370,6 +370,25 @@ def test_a_lost_nudge_costs_latency_not_correctness(daemon: DaemonHarness) -> No
     assert daemon.wait_status(execution_id, "completed").result == {"first": 2, "got": "quiet"}
 
 
+def test_status_reports_the_bounded_caches_of_parked_executions(daemon: DaemonHarness) -> None:
+    """A parked execution costs rows, not memory, beyond its share of ``cache_size``: the
+    daemon's status says what its caches hold, and evicted executions still finish."""
+    daemon.write_config(daemon="grace_seconds = 5\ncache_size = 2")
+    daemon.write_module("basic", BASIC)
+    daemon.start()
+    ids = [daemon.start_execution("t.signal.v1", {"x": i}) for i in range(5)]
+    for execution_id in ids:
+        daemon.wait_status(execution_id, "waiting")
+    cache = daemon.status()["cache"]
+    assert cache["size"] == 2
+    assert 0 < cache["histories"] <= 2
+    assert cache["coroutines"] is None or cache["coroutines"] <= 2
+    for i, execution_id in enumerate(ids):
+        daemon.signal(execution_id, "go", i)
+    for i, execution_id in enumerate(ids):
+        assert daemon.wait_status(execution_id, "completed").result == {"first": i + 1, "got": i}
+
+
 # -- module loading ----------------------------------------------------------------------------
 def test_changed_and_new_modules_are_reloaded_without_a_restart(daemon: DaemonHarness) -> None:
     daemon.write_module("versioned", version_module("t.versioned.v1", "one"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from durablectl import DurableService, Signal, SqliteStore, workflow
 from durablectl.cli.app import app
+from durablectl.store import retention
 from durablectl.testing import FakeClock
 
 from .conftest import isolate_user_dirs, run, until
@@ -87,3 +89,73 @@ def test_the_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert answer["deleted"] == len(old) + 1 and answer["vacuumed"] is True
     with SqliteStore(db) as after:
         assert [e.execution_id for e in after.list_executions()] == [active]
+
+
+def _finished_rows(store: SqliteStore, n: int, *, created: float, updated: float,
+                   prefix: str = "old") -> list[str]:
+    """``n`` finished executions with three steps and audit each, written as the engine would
+    leave them (the pacing tests need many; running them all would only be slower)."""
+    ids = [f"{prefix}-{i}" for i in range(1, n + 1)]
+    for eid in ids:
+        store.create_execution(execution_id=eid, workflow_id="prune.done", input_json="1",
+                               max_attempts=1, retry_backoff=2.0, now=created)
+    with sqlite3.connect(store.path) as conn:
+        conn.executemany("UPDATE executions SET status = 'completed', updated_at = ?"
+                         " WHERE execution_id = ?", [(updated, eid) for eid in ids])
+        conn.executemany(
+            "INSERT INTO steps (execution_id, step_id, kind, seq, result, attempt,"
+            " started_at, completed_at) VALUES (?, ?, 'step', ?, '1', 1, ?, ?)",
+            [(eid, f"s{k}", k, created, created) for eid in ids for k in range(3)])
+    return ids
+
+
+def test_prune_paces_its_batches_and_leaves_the_lock_free_between_them(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_800_000_000.0
+    old = _finished_rows(store, 300, created=now - 40 * 86400, updated=now - 40 * 86400)
+    # finished recently although started long ago: not "older than" the cut-off
+    [kept] = _finished_rows(store, 1, created=now - 40 * 86400, updated=now, prefix="kept")
+    sizes: list[int] = []
+    original = retention.next_batch
+
+    def spy(size: int, held_s: float, budget_s: float = retention.BUDGET_S) -> int:
+        sizes.append(size)
+        return original(size, held_s, budget_s)
+
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        # between two batches another process can take the write lock at once
+        other = sqlite3.connect(store.path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        pauses.append(seconds)
+
+    monkeypatch.setattr(retention, "next_batch", spy)
+    monkeypatch.setattr("durablectl.store.sqlite.time.sleep", pause)
+    before = store.pragma("wal_autocheckpoint")
+    deleted = store.prune_executions(older_than=now - 30 * 86400, statuses=["completed"],
+                                     batch=100, budget_s=1e-9)
+    assert deleted == len(old)
+    # a tiny budget shrinks the batches to the floor; each batch is followed by a pause
+    assert sizes[0] == 100 and retention.MIN_BATCH in sizes
+    assert len(pauses) == len(sizes) and all(p >= retention.MIN_PAUSE_S for p in pauses)
+    assert store.pragma("wal_autocheckpoint") == before
+    assert [e.execution_id for e in store.list_executions()] == [kept]
+    with store.raw_read() as conn:
+        assert conn.execute("SELECT count(*) FROM steps WHERE execution_id != ?",
+                            (kept,)).fetchone()[0] == 0
+
+
+def test_batch_sizes_follow_the_time_budget() -> None:
+    budget = retention.BUDGET_S
+    assert retention.next_batch(200, budget / 4) == 300  # quick: grow by at most half
+    assert retention.next_batch(200, budget * 4) == 50  # slow: shrink at once
+    assert retention.next_batch(200, 0.0) == 300
+    assert retention.next_batch(20, 10.0) == retention.MIN_BATCH
+    assert retention.next_batch(retention.MAX_BATCH, 1e-6) == retention.MAX_BATCH
+    assert retention.pause_after(0.010, 0.004) == pytest.approx(0.006)
+    assert retention.pause_after(0.010, 0.050) == retention.MIN_PAUSE_S

@@ -258,6 +258,7 @@ def test_a_cancelled_execution_is_never_resumed(store: SqliteStore, clock: FakeC
             await _parked_on(store, eid, 0)
             await service.cancel_execution(eid, reason="no longer needed")
             assert store.get_execution(eid).status == "cancelled"
+            await until(lambda: closed == [eid])  # the kept run was dropped at once
             with pytest.raises(ExecutionNotActive):
                 await service.signal(eid, PING, {"v": 1})
             await asyncio.sleep(0.05)

@@ -1,5 +1,5 @@
-"""The fast path of the hot read commands: ``status``, ``show``, ``list``, ``wait`` and
-``workflows`` parsed and run without importing typer.
+"""The fast path of the hot commands: ``status``, ``show``, ``list``, ``wait``, ``workflows``
+and ``signal`` parsed and run without importing typer.
 
 Importing typer and building its command tree costs about 40 ms, a third of the 150 ms a read
 command has to answer in (DESIGN-NOTES §7; ``make bench`` measures ``status ID --json``). A
@@ -44,6 +44,9 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Options, dict[str, Any]]] = {
                   "--offset": ("offset", "int")},
              {"status": None, "workflow": None, "limit": 100, "offset": 0}),
     "workflows": ((), {}, {}),
+    # the one write a script sends in a loop (a webhook relaying events to a workflow)
+    "signal": (("execution", "signal"), {"--payload": ("payload", "text"),
+                                         "-p": ("payload", "text")}, {"payload": None}),
 }
 
 COMPLETION_VARIABLE = "_DURABLECTL_COMPLETE"  # typer's shell completion calls us with this set
@@ -95,6 +98,7 @@ def _action(command: str) -> Callable[..., None]:
     table: dict[str, Callable[..., None]] = {
         "status": actions.status, "show": actions.show, "wait": actions.wait,
         "list": actions.list_executions, "workflows": actions.workflows,
+        "signal": actions.signal,
     }
     return table[command]
 

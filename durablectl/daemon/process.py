@@ -143,7 +143,7 @@ class Daemon:
     async def run(self, on_ready: Any = None) -> int:
         import asyncio
 
-        from durablectl.daemon import ipc
+        from durablectl.daemon import handoff, ipc
         from durablectl.daemon.loader import WorkflowLoader
         from durablectl.service import DurableService
         from durablectl.store.sqlite import SqliteStore
@@ -188,6 +188,9 @@ class Daemon:
                 if op == "stop":
                     self.stop_event.set()
                     return {"ok": True, "pid": os.getpid()}
+                if op in handoff.OPS:  # a client's write, committed with ours (handoff.py)
+                    return await handoff.serve(running_service, message,
+                                               self.unloaded_check.set)
                 return {"ok": False, "error": f"unknown op {op!r}"}
 
             ensure_private_dir(self.paths.socket.parent)
@@ -320,6 +323,7 @@ class Daemon:
             "workers": [w.worker_id for w in store.live_workers()],
             "load_errors": [str(e) for e in loader.errors.values()],
             "running": len(service.runner.running),
+            "cache": _cache_sizes(service),
             "dashboard": self.dashboard_url,
         }
 
@@ -353,6 +357,18 @@ class Daemon:
                                     max_payload_bytes=service.max_payload_bytes)
         self.dashboard_url = dashboard.start()
         return dashboard
+
+
+def _cache_sizes(service: Any) -> dict[str, int | None]:
+    """What the bounded caches of recently active executions hold now (SPEC §5: apart from
+    them a parked execution costs rows, not memory): decoded histories and kept suspended
+    runs (the sticky cache), so a benchmark or an operator can see that they stay bounded."""
+    env = service.runner.env
+    sticky = getattr(env, "sticky", None)  # the engine's kept suspended runs, if it has them
+    histories = env.histories
+    return {"size": int(service.cache_size),
+            "histories": None if histories is None else len(histories),
+            "coroutines": None if sticky is None else len(sticky)}
 
 
 async def _logged(what: str, job: Awaitable[None]) -> None:

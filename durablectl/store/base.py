@@ -73,6 +73,11 @@ class Claim:
     execution: Execution
     wakeups: int
     has_history: bool = True  # False: no step and no timer yet, nothing to load
+    # the execution's step counter after the claim (-1: not known) and the steps the claim
+    # itself stored (a fired sleep, a timed-out wait): a run kept in memory that saw every
+    # step up to ``step_seq`` minus these resumes without reading the history again
+    step_seq: int = -1
+    fired: tuple[StepRecord, ...] = ()
 
 
 @dataclass
@@ -122,9 +127,6 @@ class Store(Protocol):
     ) -> list[AuditEntry]: ...
 
     def load_history(self, execution_id: str, *, after_seq: int = 0) -> History: ...
-
-    def load_since(self, execution_id: str, *, after_seq: int, timer_kind: str,
-                   step_id: str) -> History: ...
 
     # running ---------------------------------------------------------------------------------
     def claim_ready(
@@ -270,7 +272,7 @@ class Store(Protocol):
 
     # retention -------------------------------------------------------------------------------
     def prune_executions(self, *, older_than: float, statuses: Sequence[str],
-                         batch: int = 500) -> int: ...
+                         batch: int = 50, budget_s: float = 0.010) -> int: ...
 
     def vacuum(self) -> None: ...
 
