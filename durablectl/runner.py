@@ -263,10 +263,13 @@ class Runner:
         finally:
             self.running.pop(execution_id, None)
             self.contexts.pop(execution_id, None)
-        # a run sent back to pending needs a claim; any run may have created or ended timers,
-        # and a finished one may let a queued schedule tick start
+        # a run sent back to pending needs a claim; a parked or retrying one created timers
+        # (one that finished only cancelled some: a due time remembered too early costs one
+        # early pass, which re-reads it); a finished one may let a queued schedule tick start
         self._check_queued = True
-        self.wake(claim=outcome.status == "pending")
+        self.wake(claim=outcome.status == "pending",
+                  timers=outcome.status not in ("completed", "failed", "cancelled",
+                                                "compensation_failed"))
         if outcome.status == "aborted":
             self._orphans.add(execution_id)
         log.debug("execution %s: run ended %s", execution_id, outcome.status)

@@ -165,7 +165,7 @@ def test_start_without_a_daemon_prints_the_id_alone_and_a_note(db: Path) -> None
     out = cli(db, "start", "cli.echo.v1", "--input", '{"a": [1, 2]}')
     assert out.code == 0, out
     execution_id = one_line(out.stdout)
-    assert re.fullmatch(r"[0-9a-f]{16}", execution_id)
+    assert re.fullmatch(r"[0-9a-f]{24}", execution_id)
     assert one_line(out.stderr) == (
         f"note: no daemon is running for {db}: execution {execution_id} is queued and starts "
         "when one runs (durablectl daemon start)")
