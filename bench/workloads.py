@@ -347,7 +347,7 @@ async def long_history(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
     for k in range(data["steps"]):
         total += await ctx.step(f"s{k}", partial(_identity, k))
     W4_STAMPS.append(("steps_done", time.perf_counter()))
-    await ctx.sleep(0, step_id="end")  # parks once, is woken at once: the second run replays
+    await ctx.sleep(0, step_id="end")  # parks once, is woken at once (resumed or replayed)
     W4_STAMPS.append(("resumed", time.perf_counter()))
     return {"steps": data["steps"], "total": total}
 
@@ -399,9 +399,14 @@ async def run_w4(folder: Path, synchronous: str, sizes: Sizes) -> Result:
         entries = [t for kind, t in stamps if kind == "entry"]
         done = [t for kind, t in stamps if kind == "steps_done"]
         resumed = [t for kind, t in stamps if kind == "resumed"]
-        if len(entries) != 2 or len(done) != 2 or len(resumed) != 1:
-            result.notes.append(f"expected 2 runs, saw {len(entries)} (stamps: "
+        # the wake-up after sleep(0) resumes the kept run (one entry) or, with no cache,
+        # replays it (two); the replay figure below is measured offline either way
+        if len(entries) not in (1, 2) or len(done) != len(entries) or len(resumed) != 1:
+            result.notes.append(f"expected 1 or 2 runs, saw {len(entries)} (stamps: "
                                 f"{[k for k, _ in stamps]})")
+        elif len(entries) == 1:
+            result.notes.append("the wake-up resumed the run kept in memory (no replay); "
+                                "w4_replay_ms replays the stored history offline")
         if done:
             result.figures["w4_run_s"] = done[0] - t0
             result.figures["w4_steps_per_s"] = n / (done[0] - t0)
