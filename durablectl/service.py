@@ -349,10 +349,20 @@ class DurableService:
                 log.exception("subscriber to %s raised; ignored", key)
 
     def _on_commit(self, entries: list[AuditEntry]) -> None:
-        """Called by the store after each commit (from its writer thread)."""
+        """Called by the store after each commit (from its writer thread). Wakes the loop only
+        when there is something to deliver: with no subscriber, only the end of an execution
+        someone waits for (thousands of commits a second would otherwise each cost the loop a
+        wake-up). A waiter registers before it reads the execution, so one that registers just
+        after this check reads the committed status itself."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        if not self._handlers:
+            waiters = self._waiters
+            if not waiters or not any(
+                    entry.execution_id in waiters and entry.kind == "execution_status_changed"
+                    and entry.data.get("to") in _FINISHED for entry in entries):
+                return
         loop.call_soon_threadsafe(self._deliver, entries)
 
     def _deliver(self, entries: list[AuditEntry]) -> None:
