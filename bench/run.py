@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -138,6 +139,10 @@ def _load() -> float | None:
 def _run_one(name: str, folder: Path, synchronous: str, sizes: Sizes) -> Result:
     coroutines: dict[str, Callable[..., Any]] = {"W1": run_w1, "W2": run_w2, "W3": run_w3,
                                                  "W4": run_w4}
+    # each workload starts from a quiet disk and heap: the dirty pages and garbage of the one
+    # before must not be written back or collected during this one's measurements
+    os.sync()
+    gc.collect()
     started = time.perf_counter()
     try:
         if name == "ceiling":
