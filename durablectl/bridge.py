@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from durablectl.store.base import Store
+from durablectl.threads import StepThreads
 
 T = TypeVar("T")
 
@@ -25,7 +26,7 @@ class FutureBridge:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
         self.loop = loop
-        self._ready: deque[tuple[asyncio.Future[Any], Future[Any]]] = deque()
+        self._ready: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
@@ -41,9 +42,26 @@ class FutureBridge:
         inner.add_done_callback(lambda f: self._resolved(outer, f))
         return outer
 
+    def run(self, threads: StepThreads, fn: Callable[..., T], /,
+            *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` in one of ``threads``, as an asyncio future on this loop (no
+        ``concurrent.futures.Future`` in between)."""
+        outer: asyncio.Future[T] = self.loop.create_future()
+        threads.run(fn, args, lambda ok, value: self._deliver(outer, ok, value))
+        return outer
+
     def _resolved(self, outer: asyncio.Future[Any], inner: Future[Any]) -> None:
+        if inner.cancelled():
+            self._deliver(outer, False, None)
+            return
+        error = inner.exception()
+        self._deliver(outer, error is None, inner.result() if error is None else error)
+
+    def _deliver(self, outer: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        """From any thread: settle ``outer`` on the loop (``ok`` False with no exception:
+        cancel it); the loop is woken once per burst of these."""
         with self._lock:
-            self._ready.append((outer, inner))
+            self._ready.append((outer, ok, value))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -56,14 +74,12 @@ class FutureBridge:
             ready = list(self._ready)
             self._ready.clear()
             self._scheduled = False
-        for outer, inner in ready:
+        for outer, ok, value in ready:
             if outer.done():
                 continue
-            if inner.cancelled():
+            if ok:
+                outer.set_result(value)
+            elif value is None:
                 outer.cancel()
-                continue
-            error = inner.exception()
-            if error is not None:
-                outer.set_exception(error)
             else:
-                outer.set_result(inner.result())
+                outer.set_exception(value)

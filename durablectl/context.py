@@ -35,6 +35,7 @@ from durablectl.errors import (
 from durablectl.history import HistoryCache
 from durablectl.model import ErrorInfo, SignalResult, StepRecord
 from durablectl.store.base import History, NewTimer, Store
+from durablectl.threads import StepThreads
 
 if TYPE_CHECKING:
     from durablectl.sticky import LiveRun, StickyCache
@@ -138,7 +139,11 @@ async def call_user(fn: Callable[..., Any], env: RunEnv, *args: Any) -> Any:
     the loop); a sync callable that returns an awaitable has it awaited."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    value = await env.bridge().wrap(env.executor.submit(fn, *args))
+    threads = env.executor
+    if isinstance(threads, StepThreads):
+        value = await env.bridge().run(threads, fn, *args)
+    else:
+        value = await env.bridge().wrap(threads.submit(fn, *args))
     if inspect.isawaitable(value):
         value = await value
     return value

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from durablectl.client import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF, new_execution_id
@@ -25,6 +24,7 @@ from durablectl.model import Schedule
 from durablectl.schedules import SchedulePlanner
 from durablectl.sticky import StickyCache
 from durablectl.store.base import Claim, Store
+from durablectl.threads import StepThreads
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ class Runner:
         self.clock = clock
         self.concurrency = max(1, int(concurrency))
         self.lease_seconds = float(lease_seconds)
-        self._executor = ThreadPoolExecutor(max_workers=min(self.concurrency, 32),
-                                            thread_name_prefix="durablectl-step")
+        self._executor = StepThreads(min(self.concurrency, 32), name="durablectl-step")
         self.env = RunEnv(store=store, clock=clock, worker_id=worker_id,
                           executor=self._executor, audit=audit,
                           implicit_step_ids=implicit_step_ids,
