@@ -83,6 +83,7 @@ class DurableService:
         self._loop_task: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._started = False
+        self._waiter_poll: asyncio.Task[None] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> DurableService:
@@ -160,18 +161,40 @@ class DurableService:
                     raise ExecutionNotFound(execution_id)
                 if not execution.is_active:
                     return outcome_of(execution)
-                pause = 0.5 if deadline is None else min(0.5, deadline - monotonic())
-                if pause <= 0:
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
                     raise WaitTimedOut(execution_id, float(limit or 0), execution.status)
-                # re-read after the pause: another process may have finished it
+                # woken by this process's commit of the end, or by the shared poll that sees
+                # another process's; then read it again
+                self._poll_waiters_soon(loop)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), pause)
+                    await asyncio.wait_for(asyncio.shield(future), remaining)
             finally:
                 waiters = self._waiters.get(execution_id, [])
                 if future in waiters:
                     waiters.remove(future)
                 if not waiters:
                     self._waiters.pop(execution_id, None)
+
+    def _poll_waiters_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._waiter_poll is None or self._waiter_poll.done():
+            self._waiter_poll = loop.create_task(self._poll_waiters())
+
+    async def _poll_waiters(self) -> None:
+        """While anyone waits: every WAIT_POLL_SECONDS, one read tells which waited-for
+        executions ended (another process may have finished them, and no commit of ours
+        says so). One query for all waiters, not one per waiter: ten thousand concurrent
+        ``execute`` calls would otherwise be twenty thousand reads a second on the loop."""
+        while self._waiters:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            try:
+                ended = self.store.ended_among(list(self._waiters))
+            except Exception:  # every waiter reads for itself and meets the error there
+                ended = set(self._waiters)
+            for execution_id in ended:
+                for future in self._waiters.get(execution_id, []):
+                    if not future.done():
+                        future.set_result(None)
 
     async def execute(self, workflow: Workflow | str, input: Any = None, *,
                       wait_timeout: float | timedelta | None = None,
@@ -380,6 +403,7 @@ class DurableService:
             self._dispatch(f"durable:{entry.kind}", record)
 
 
+WAIT_POLL_SECONDS = 0.5  # how soon wait() sees an end committed by another process
 _ANY_EVENT = "any-event"  # on_any_event subscribers (other keys are event:... or durable:...)
 _FINISHED = {s.value for s in ExecutionStatus} - {"pending", "running", "sleeping", "waiting",
                                                    "retrying"}

@@ -290,3 +290,51 @@ def test_errors_carry_exit_codes() -> None:
     assert WorkflowNotFound("x").exit_code == 3
     assert issubclass(ExecutionNotActive, DurableError)
     assert ExecutionNotFound("x").exit_code == 3
+
+
+@workflow("svc.waits_for_ever")
+async def waits_for_ever(ctx, _):
+    await ctx.wait_for_signal("never", step_id="never")
+
+
+def test_many_waiters_share_one_poll_and_see_an_end_committed_by_another_process(
+        store: SqliteStore, db_path) -> None:
+    reads: dict[str, int] = {"get_execution": 0, "ended_among": 0}
+
+    class Counting(SqliteStore):
+        def get_execution(self, execution_id):  # type: ignore[no-untyped-def]
+            reads["get_execution"] += 1
+            return super().get_execution(execution_id)
+
+        def ended_among(self, execution_ids):  # type: ignore[no-untyped-def]
+            reads["ended_among"] += 1
+            return super().ended_among(execution_ids)
+
+    counting = Counting(db_path)
+
+    async def main() -> None:
+        async with DurableService(counting, [waits_for_ever]) as service:
+            ids = [await service.start_execution(waits_for_ever) for _ in range(200)]
+            await until(lambda: all(store.get_execution(e).status == "waiting" for e in ids))
+            reads.update(get_execution=0, ended_among=0)
+            waiters = [asyncio.ensure_future(service.wait(e, timeout=30)) for e in ids]
+            await asyncio.sleep(1.3)
+            # one read per waiter to begin with, then one read for all of them per poll
+            assert reads["get_execution"] == len(ids)
+            assert 1 <= reads["ended_among"] <= 4
+            # another process (another connection: no commit of this service) cancels one
+            other = SqliteStore(db_path)
+            try:
+                other.cancel_execution(ids[0], reason="elsewhere", now=0.0)
+            finally:
+                other.close()
+            with pytest.raises(ExecutionCancelled):
+                await asyncio.wait_for(waiters[0], 2.0)
+            assert not any(w.done() for w in waiters[1:])
+            for w in waiters[1:]:
+                w.cancel()
+            await asyncio.gather(*waiters[1:], return_exceptions=True)
+    try:
+        run(main())
+    finally:
+        counting.close()

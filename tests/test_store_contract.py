@@ -418,6 +418,19 @@ def test_count_executions_counts_by_status(store: Any) -> None:
     assert store.count_executions() == {"pending": 2, "running": 1}
 
 
+def test_ended_among_names_the_executions_that_finished_or_do_not_exist(store: Any) -> None:
+    pending, running, done, cancelled = start(store), start(store), start(store), start(store)
+    claim(store, running)
+    claim(store, done)
+    finish(store, done)
+    store.cancel_execution(cancelled, reason=None, now=T0)
+    asked = [pending, running, done, cancelled, "gone", done]
+    assert raw(store).ended_among(asked) == {done, cancelled, "gone"}
+    assert raw(store).ended_among([]) == set()
+    many = [start(store) for _ in range(3)] + [f"none-{i}" for i in range(600)]
+    assert raw(store).ended_among(many) == set(many[3:])  # more ids than one read takes
+
+
 def test_count_in_flight_counts_active_executions_per_workflow(store: Any) -> None:
     assert store.count_in_flight() == {}
     start(store)

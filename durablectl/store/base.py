@@ -128,6 +128,8 @@ class Store(Protocol):
 
     def load_history(self, execution_id: str, *, after_seq: int = 0) -> History: ...
 
+    def ended_among(self, execution_ids: Sequence[str]) -> set[str]: ...
+
     # running ---------------------------------------------------------------------------------
     def claim_ready(
         self, *, worker_id: str, workflow_ids: Sequence[str], now: float, real_now: float,

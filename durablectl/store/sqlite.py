@@ -663,6 +663,21 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         rows = self._read("SELECT status, count(*) FROM executions GROUP BY status")
         return {status: count for status, count in rows}
 
+    def ended_among(self, execution_ids: Sequence[str]) -> set[str]:
+        """Which of these executions are no longer active (finished, or gone): one indexed
+        read per 500 ids, for a service's waiters to learn what other processes finished."""
+        ids = list(dict.fromkeys(execution_ids))
+        active: set[str] = set()
+        statuses = ",".join("?" * len(ACTIVE_STATUSES))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self._read(
+                f"SELECT execution_id FROM executions WHERE execution_id IN"
+                f" ({','.join('?' * len(chunk))}) AND status IN ({statuses})",
+                (*chunk, *ACTIVE_STATUSES))
+            active.update(row[0] for row in rows)
+        return set(ids) - active
+
     def count_in_flight(self) -> dict[str, int]:
         marks = ",".join("?" * len(ACTIVE_STATUSES))
         rows = self._read(
