@@ -15,7 +15,7 @@ executions: the daemon's memory and wake-up lateness), ``scale`` (the CLI on a d
 checks its own results; the exit status is 1 when any check fails (never for a missed target).
 Targets are defined at ``synchronous=FULL``; the ratios are printed either way. Output: the
 table, one JSON line per workload, then one JSON line with every figure, target and ratio.
-A full run takes about ten minutes and needs ~4 GB free in ``--dir``.
+A full run takes about three minutes and needs ~4 GB free in ``--dir``.
 """
 
 from __future__ import annotations
