@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.cli import durablectl_command
 from durablectl.daemon import ipc
 
 
@@ -33,10 +36,13 @@ class DaemonProcess:
         self.config.write_text(f'workflows = "{workflows}"\n[daemon]\ngrace_seconds = 5\n'
                                f'{daemon_options}\n[sqlite]\nsynchronous = "{synchronous}"\n')
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLECTL_")}
-        for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
+        for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
             path = folder / name.lower()
             path.mkdir(mode=0o700, exist_ok=True)
             self.env[name] = str(path)
+        # the socket lives here: a short path of its own, whatever ``folder`` is
+        self.runtime = Path(tempfile.mkdtemp(prefix="dctl-bench-"))
+        self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
         self.log = folder / "daemon.log"
         self.child: subprocess.Popen[bytes] | None = None
         self._socket: Path | None = None
@@ -100,6 +106,13 @@ class DaemonProcess:
             self._socket = Path(row[0])
         return self._socket
 
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """A ``durablectl`` command against this daemon's database, in its environment."""
+        return subprocess.run([*durablectl_command(), *args, "--db", str(self.database),
+                               "--config", str(self.config)], env=self.env, cwd=self.folder,
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
     def nudge(self) -> None:
         ipc.nudge(self.socket())
 
@@ -118,6 +131,7 @@ class DaemonProcess:
             raise RuntimeError(f"the daemon did not stop in {timeout:g}s") from None
         self.child = None
         self._socket = None
+        shutil.rmtree(self.runtime, ignore_errors=True)
         return code
 
     def kill(self) -> None:
@@ -127,6 +141,7 @@ class DaemonProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.child.wait(10)
         self.child = None
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

@@ -17,10 +17,7 @@ and the daemon's pragmas (read back through the same file) are the ones asked fo
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,12 +25,11 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cli import durablectl_command
 from bench.common import ANY, Result, check_pragmas, median, percentile, verify_execution
+from bench.daemon_proc import DaemonProcess
 from bench.workloads import Sizes
 from durablectl import DurableClient, SqliteStore
 
@@ -95,53 +91,21 @@ async def signal_loop(ctx, data):
 '''
 
 
-@dataclass
-class Daemon:
-    """One benchmark daemon: its database, config and the environment its commands run in."""
-
-    home: Path
-    db: Path
-    config: Path
-    env: dict[str, str]
-
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*durablectl_command(), *args, "--db", str(self.db),
-                               "--config", str(self.config)], env=self.env, cwd=self.home,
-                              capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-
-
 @contextmanager
-def running_daemon(folder: Path, name: str, synchronous: str) -> Iterator[Daemon]:
-    """A ``durablectl daemon start`` on a new database in ``folder/name`` with the benchmark
-    workflows; stopped (killed if it lingers) on the way out. The runtime dir is a short
-    temporary one, so the socket path stays under its limit whatever ``folder`` is."""
+def running_daemon(folder: Path, name: str, synchronous: str) -> Iterator[DaemonProcess]:
+    """A real daemon (``bench.daemon_proc``) on a new database in ``folder/name`` with the
+    benchmark workflows; stopped (killed if it lingers) on the way out."""
     home = folder / name
     (home / "workflows").mkdir(parents=True)
     (home / "workflows" / "bench_system.py").write_text(MODULE)
-    config = home / "durablectl.toml"
-    config.write_text(f'workflows = "workflows"\n\n[sqlite]\nsynchronous = "{synchronous}"\n')
-    runtime = Path(tempfile.mkdtemp(prefix="dctl-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLECTL_", "XDG_"))}
-    for variable, sub in (("XDG_STATE_HOME", "state"), ("XDG_CONFIG_HOME", "config"),
-                          ("XDG_DATA_HOME", "data")):
-        (home / sub).mkdir(mode=0o700)
-        env[variable] = str(home / sub)
-    env["XDG_RUNTIME_DIR"] = str(runtime)
-    daemon = Daemon(home, home / "durable.db", config, env)
-    started = daemon.cli("daemon", "start", "--json")
-    if started.returncode != 0:
-        shutil.rmtree(runtime, ignore_errors=True)
-        raise RuntimeError(f"daemon start failed ({started.returncode}): {started.stderr}")
-    pid = int(json.loads(started.stdout)["pid"])
+    daemon = DaemonProcess(home, home / "durable.db", home / "workflows",
+                           synchronous=synchronous)
+    daemon.start()
     try:
         yield daemon
     finally:
-        stopped = daemon.cli("daemon", "stop", timeout=120)
-        if stopped.returncode != 0:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(runtime, ignore_errors=True)
+        with suppress(RuntimeError):  # it did not stop in time: stop() killed it
+            daemon.stop(timeout=120)
 
 
 def _expected(i: int) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
@@ -179,7 +143,7 @@ def _throughput(folder: Path, name: str, synchronous: str, sizes: Sizes,
     """One daemon, n executions started through the client; the timings of the pass."""
     n = sizes.daemon_executions
     with running_daemon(folder, name, synchronous) as daemon:
-        store = SqliteStore(daemon.db, synchronous=synchronous)
+        store = SqliteStore(daemon.database, synchronous=synchronous)
         try:
             check_pragmas(result, store, synchronous)
             client = DurableClient(store)
@@ -220,10 +184,6 @@ def run_daemon_throughput(folder: Path, synchronous: str, sizes: Sizes) -> Resul
         "daemon_all_started_s": timing["started"],
         "daemon_starts_per_s": n / timing["started"],
     })
-    ceiling = _ceiling(folder, synchronous, sizes)
-    if ceiling:
-        result.figures["daemon_steps_per_ceiling_commit"] = 3 * n / timing["total"] / ceiling
-        result.diagnostics["ceiling_commits_per_s"] = round(ceiling, 1)
     if synchronous == "FULL":
         normal = _throughput(folder, "daemon-normal", "NORMAL", sizes, result)
         result.figures.update({
@@ -234,17 +194,6 @@ def run_daemon_throughput(folder: Path, synchronous: str, sizes: Sizes) -> Resul
     result.diagnostics["client_threads"] = sizes.daemon_client_threads
     result.diagnostics["executions"] = n
     return result
-
-
-def _ceiling(folder: Path, synchronous: str, sizes: Sizes) -> float | None:
-    """The raw commit rate in the same folder, for the steps/commit ratio (bench.run measures
-    it too; this keeps the workload's figure whole when run alone)."""
-    from bench.workloads import run_ceiling
-
-    scratch = folder / "daemon-ceiling"
-    scratch.mkdir()
-    ceiling = run_ceiling(scratch, synchronous, sizes)
-    return ceiling.figures.get("ceiling_commits_per_s")
 
 
 # CLI signal ----------------------------------------------------------------------------------
@@ -272,7 +221,7 @@ def run_cli_signal(folder: Path, synchronous: str, sizes: Sizes) -> Result:
     to_step: list[float] = []
     sent_to_step: list[float] = []
     with running_daemon(folder, "cli-signal", synchronous) as daemon:
-        store = SqliteStore(daemon.db, synchronous=synchronous)
+        store = SqliteStore(daemon.database, synchronous=synchronous)
         try:
             check_pragmas(result, store, synchronous)
             execution_id = DurableClient(store).start_execution(SIGNAL_LOOP,
@@ -338,8 +287,15 @@ if __name__ == "__main__":  # a quick manual run: python -m bench.system [--quic
     mode = "NORMAL" if "NORMAL" in sys.argv else "FULL"
     scratch = Path(tempfile.mkdtemp(prefix="durablectl-system-"))
     try:
+        from bench.workloads import run_ceiling
+
+        (scratch / "ceiling").mkdir()
+        ceiling = run_ceiling(scratch / "ceiling", mode, chosen).figures["ceiling_commits_per_s"]
         for run in (run_daemon_throughput, run_cli_signal):
             outcome = run(scratch, mode, chosen)
+            if "daemon_steps_per_s" in outcome.figures:  # bench.run does this with its own
+                outcome.figures["daemon_steps_per_ceiling_commit"] = \
+                    outcome.figures["daemon_steps_per_s"] / ceiling
             print(json.dumps(outcome.to_json() | {"name": outcome.name}, default=str)[:3000])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -308,15 +308,18 @@ class WorkflowContext:
                   started_at: float, completed_at: float, seq: int) -> None:
         """Keep the in-memory history as current as the database after a committed write, so
         the next wake-up of this execution loads only what others stored since."""
-        history = self.history
-        history.steps[step_id] = StepRecord(
+        self._keep(StepRecord(
             step_id=step_id, kind=kind, result=result, error=error,
             started_at=to_datetime(started_at), completed_at=to_datetime(completed_at),
             duration_ms=round((completed_at - started_at) * 1000.0, 3), attempt=self.attempt,
-            seq=seq)
+            seq=seq))
+
+    def _keep(self, record: StepRecord) -> None:
+        history = self.history
+        history.steps[record.step_id] = record
         history.step_count = len(history.steps)
-        if seq > history.max_seq:
-            history.max_seq = seq
+        if record.seq > history.max_seq:
+            history.max_seq = record.seq
 
     async def drain(self) -> None:
         """Wait until every step already started has finished and stored its result."""
@@ -466,9 +469,7 @@ class WorkflowContext:
                     attempt=self.attempt, now=self._env.clock.timestamp(),
                     audit=self._env.audit)
                 if stored is not None:
-                    self.history.steps[step_id] = stored
-                    self.history.step_count = len(self.history.steps)
-                    self.history.max_seq = max(self.history.max_seq, stored.seq)
+                    self._keep(stored)
             if stored is not None:
                 return self._signal_outcome(step_id, signal_id, stored.result, timeout_s)
             key = ("signal", step_id)

@@ -144,21 +144,26 @@ def _resumable(env: RunEnv, claim: Claim, workflow: Workflow) -> LiveRun | None:
 
 async def _keep_parked(env: RunEnv, claim: Claim, live: LiveRun) -> RunOutcome:
     """Record the park exactly as a replayed run would, then keep the suspended run."""
-    ctx = live.ctx
-    execution_id = ctx.execution_id
-    waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
+    execution_id = live.ctx.execution_id
     try:
-        new_status = await env.write(
-            env.store.park, execution_id=execution_id, worker_id=env.worker_id,
-            status="waiting" if waits_signal else "sleeping", wakeups_seen=claim.wakeups,
-            timers=list(ctx.park_requests), attempt=ctx.attempt,
-            now=env.clock.timestamp(), audit=env.audit)
+        outcome = await _record_park(env, claim, live.ctx)
     except BaseException:
         live.evict()  # as when a replayed run's park fails: the runner releases the execution
         raise
     assert env.sticky is not None
     env.sticky.keep(execution_id, live)
-    return RunOutcome(execution_id, new_status)
+    return outcome
+
+
+async def _record_park(env: RunEnv, claim: Claim, ctx: WorkflowContext) -> RunOutcome:
+    """Store what the run waits for and let the execution go (kept in memory or not)."""
+    waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
+    new_status = await env.write(
+        env.store.park, execution_id=ctx.execution_id, worker_id=env.worker_id,
+        status="waiting" if waits_signal else "sleeping", wakeups_seen=claim.wakeups,
+        timers=list(ctx.park_requests), attempt=ctx.attempt, now=env.clock.timestamp(),
+        audit=env.audit)
+    return RunOutcome(ctx.execution_id, new_status)
 
 
 async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: WorkflowContext,
@@ -191,11 +196,7 @@ async def _record_outcome(env: RunEnv, workflow: Workflow, claim: Claim, ctx: Wo
                       reason=None, **common)
         return RunOutcome(execution_id, "completed")
     if outcome_kind == "parked":
-        waits_signal = any(t.kind == "signal" for t in ctx.park_requests)
-        status = "waiting" if waits_signal else "sleeping"
-        new_status = await env.write(store.park, status=status, wakeups_seen=claim.wakeups,
-                                   timers=ctx.park_requests, attempt=ctx.attempt, **common)
-        return RunOutcome(execution_id, new_status)
+        return await _record_park(env, claim, ctx)
     if outcome_kind == "compensation_failed":
         assert isinstance(failure, CompensationFailed)
         await env.write(store.finish, status="compensation_failed", result_json=None,

@@ -43,9 +43,7 @@ class HistoryCache:
         if history is None:
             history = self._store.load_history(execution_id)
             self.misses += 1
-        self._entries[execution_id] = history
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        self.put(execution_id, history)
         return history
 
     def put(self, execution_id: str, history: History) -> None:

@@ -380,19 +380,19 @@ class DurableService:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        if not self._handlers:
-            waiters = self._waiters
-            if not waiters or not any(
-                    entry.execution_id in waiters and entry.kind == "execution_status_changed"
-                    and entry.data.get("to") in _FINISHED for entry in entries):
-                return
+        if not self._handlers and not any(self._ends_awaited(entry) for entry in entries):
+            return
         loop.call_soon_threadsafe(self._deliver, entries)
+
+    def _ends_awaited(self, entry: AuditEntry) -> bool:
+        """The entry records the end of an execution someone here waits for."""
+        return (entry.kind == "execution_status_changed" and entry.execution_id in self._waiters
+                and entry.data.get("to") in _FINISHED)
 
     def _deliver(self, entries: list[AuditEntry]) -> None:
         for entry in entries:
-            if entry.kind == "execution_status_changed" and \
-                    entry.data.get("to") in _FINISHED and entry.execution_id:
-                for future in self._waiters.get(entry.execution_id, []):
+            if self._ends_awaited(entry):
+                for future in self._waiters.get(str(entry.execution_id), []):
                     if not future.done():
                         future.set_result(None)
             if not self._handlers:
