@@ -1,8 +1,10 @@
-"""Await the store's ``concurrent.futures.Future``s from the event loop, cheaply.
+"""Await the store's grouped writes (and steps run in threads) from the event loop, cheaply.
 
 ``asyncio.wrap_future`` wakes the loop once per future (a write to its self-pipe each time). A
-grouped commit resolves dozens of futures at once, so the bridge queues the resolutions and
-wakes the loop once per burst."""
+grouped commit resolves dozens of writes at once, so the bridge queues the resolutions and
+wakes the loop once per burst. A write's outcome goes straight from the writer thread to the
+bridge (``Store.submit_to``): no ``concurrent.futures.Future`` (a lock and a condition
+variable each) is made for it."""
 
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ class FutureBridge:
 
     def call(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Submit a store write to the next grouped commit; the result arrives after it."""
-        return self.wrap(self._store.submit(method, *args, **kwargs))
+        outer: asyncio.Future[T] = self.loop.create_future()
+        self._store.submit_to(_Settle(self, outer), method, *args, **kwargs)
+        return outer
 
     def wrap(self, inner: Future[T]) -> asyncio.Future[T]:
         """Any concurrent future (a store write, a step running in a thread) as an asyncio
@@ -83,3 +87,30 @@ class FutureBridge:
                 outer.cancel()
             else:
                 outer.set_exception(value)
+
+
+class _Settle:
+    """The writer's sink for one write awaited on the loop (``store.base.JobSink``)."""
+
+    __slots__ = ("_bridge", "_done", "_outer")
+
+    def __init__(self, bridge: FutureBridge, outer: asyncio.Future[Any]) -> None:
+        self._bridge = bridge
+        self._outer = outer
+        self._done = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        # the awaiting task was cancelled before the writer took the job: drop it unrun, as a
+        # cancelled future's job is (read from the writer thread: one flag, under the GIL)
+        return not self._outer.cancelled()
+
+    def set_result(self, result: Any, /) -> None:
+        self._done = True
+        self._bridge._deliver(self._outer, True, result)
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        self._done = True
+        self._bridge._deliver(self._outer, False, exception)
+
+    def done(self) -> bool:
+        return self._done

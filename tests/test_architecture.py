@@ -42,8 +42,12 @@ def test_only_the_cli_imports_typer_and_rich() -> None:
         assert all(name.startswith("durablectl.cli.") for name in _importers(library)), library
 
 
-def test_only_the_daemon_imports_watchfiles() -> None:
-    assert all(name.startswith("durablectl.daemon.") for name in _importers("watchfiles"))
+def test_only_the_daemon_imports_watchfiles_and_uvloop() -> None:
+    # the library runs on its caller's event loop; only the daemon process picks uvloop
+    for library in ("watchfiles", "uvloop"):
+        assert all(name.startswith("durablectl.daemon.") for name in _importers(library)), \
+            library
+    assert _importers("uvloop") == {"durablectl.daemon.process"}
 
 
 def test_the_engine_never_imports_daemon_cli_dashboard_or_config() -> None:

@@ -319,6 +319,43 @@ def test_a_failing_job_rolls_back_alone_within_one_batch(store: SqliteStore) -> 
     assert [[e.execution_id for e in batch] for batch in batches] == [["ex-1", "ex-2"]]
 
 
+def test_a_batch_writes_its_audit_rows_in_job_order_and_a_bad_one_fails_alone(
+        store: SqliteStore) -> None:
+    """The audit rows of a batch's jobs go in at the end of the batch, in one statement: seqs
+    still follow job order, each job's announced entries carry their stored seqs, and a job
+    whose audit data JSON cannot hold fails alone (its execution is not stored)."""
+    batches: list[list[AuditEntry]] = []
+    store.add_commit_listener(batches.append)
+    gate, blocker = hold_writer(store)
+
+    def unencodable_audit() -> None:
+        def job(conn: sqlite3.Connection, txn: Any) -> None:
+            create(store, "ex-bad")
+            store._add_audit(conn, txn, kind="note", execution_id="ex-bad", attempt=1,
+                             data={"not json": object()}, now=T0, audit=True)
+
+        store._write(job)
+
+    jobs = [store.submit(store.create_execution, execution_id=f"ex-{i}", workflow_id=WF,
+                         input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+            for i in range(3)]
+    bad = store.submit(unencodable_audit)
+    last = store.submit(store.create_execution, execution_id="ex-3", workflow_id=WF,
+                        input_json=None, max_attempts=3, retry_backoff=2.0, now=T0)
+    gate.set()
+    blocker.result(timeout=5)
+    assert [job.result(timeout=5) for job in [*jobs, last]] == [
+        (f"ex-{i}", True) for i in range(4)]
+    with pytest.raises(TypeError):
+        bad.result(timeout=5)
+    assert store.get_execution("ex-bad") is None
+    stored = sorted((e.seq, e.execution_id) for i in range(4)
+                    for e in store.list_audit_entries(f"ex-{i}"))
+    assert [eid for _seq, eid in stored] == ["ex-0", "ex-1", "ex-2", "ex-3"]
+    assert [seq for seq, _eid in stored] == list(range(stored[0][0], stored[0][0] + 4))
+    assert [[(e.seq, e.execution_id) for e in batch] for batch in batches] == [stored]
+
+
 def test_a_failed_commit_fails_every_job_of_the_batch(store: SqliteStore) -> None:
     gate, blocker = hold_writer(store)
 

