@@ -77,7 +77,9 @@ class LiveRun:
         Cancelling the caller cancels the workflow too (a stopping worker)."""
         assert self._turn is not None and self.task is not None
         try:
-            return await asyncio.shield(self._turn)
+            # no shield: the turn future is this waiter's alone, and a cancelled one is done,
+            # which ``can_hold`` and ``_finished`` already treat as "nobody waits for a turn"
+            return await self._turn
         except asyncio.CancelledError:
             # the workflow runs in a task of its own: take it down with the run, as when it
             # ran inline, before the worker lets the execution go
