@@ -217,6 +217,7 @@ class Runner:
                              self.worker_id, freed)
             except Exception:
                 log.exception("worker %s: checking other workers failed", self.worker_id)
+            await self._drop_kept_runs_ended_elsewhere()
         if self._check_unloaded:
             # another process may have queued work for a workflow this worker does not run:
             # say so on the execution instead of leaving it silently pending
@@ -235,6 +236,25 @@ class Runner:
                 self._maybe_ready = True
             except Exception:
                 log.warning("worker %s: could not release %s yet", self.worker_id, execution_id)
+
+    async def _drop_kept_runs_ended_elsewhere(self) -> None:
+        """A kept run whose execution another process cancelled (or timed out, or an operator
+        failed) would wait in the cache until it is evicted; drop it now so that its
+        ``finally`` blocks run within a second, as they do for a cancel through this worker.
+        One indexed read per 500 kept runs, off the loop."""
+        sticky = self.env.sticky
+        if sticky is None or not len(sticky):
+            return
+        kept = sticky.ids()
+        try:
+            ended = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.ended_among, kept)
+        except Exception:
+            log.exception("worker %s: checking kept runs failed", self.worker_id)
+            return
+        for execution_id in ended:
+            if execution_id not in self.running:  # a run in progress ends on its own
+                sticky.discard(execution_id)
 
     def _start_runs(self, claims: list[Claim]) -> None:
         for claim in claims:

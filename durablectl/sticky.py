@@ -167,6 +167,9 @@ class StickyCache:
             self.evicted += 1
             oldest.evict()
 
+    def ids(self) -> list[str]:
+        return list(self._runs)
+
     def take(self, execution_id: str) -> LiveRun | None:
         return self._runs.pop(execution_id, None)
 

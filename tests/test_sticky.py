@@ -264,3 +264,23 @@ def test_a_cancelled_execution_is_never_resumed(store: SqliteStore, clock: FakeC
             await asyncio.sleep(0.05)
             assert ran["add"] == 0
     run(main())
+
+
+def test_a_kept_run_cancelled_by_another_process_is_dropped_within_a_second(
+        store: SqliteStore, clock: FakeClock, db_path: Any) -> None:
+    """Its ``finally`` blocks run soon after the cancel, not when the cache evicts it."""
+    async def main() -> None:
+        async with DurableService(store, [loop], clock=clock) as service:
+            eid = await service.start_execution(loop, {"n": 2})
+            await _parked_on(store, eid, 0)
+            assert eid in (service.runner.env.sticky or ())
+            other = SqliteStore(db_path)  # another process's connection: no nudge, no hook
+            try:
+                other.cancel_execution(eid, reason="from elsewhere", now=clock.timestamp())
+            finally:
+                other.close()
+            await until(lambda: closed == [eid], timeout=3)
+            assert eid not in (service.runner.env.sticky or ())
+            assert store.get_execution(eid).status == "cancelled"
+            assert ran["add"] == 0
+    run(main())
