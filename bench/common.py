@@ -88,8 +88,13 @@ def read_pragmas(store: SqliteStore) -> dict[str, Any]:
 
 
 def check_pragmas(result: Result, store: SqliteStore, synchronous: str) -> None:
+    """Check the pragmas in force; a workload with passes at several levels keeps each one's
+    (``pragmas``, then ``pragmas_normal`` and so on)."""
     pragmas = read_pragmas(store)
-    result.diagnostics["pragmas"] = pragmas
+    key = "pragmas"
+    if key in result.diagnostics and result.diagnostics[key] != pragmas:
+        key = f"pragmas_{synchronous.lower()}"
+    result.diagnostics[key] = pragmas
     if pragmas["journal_mode"] != "wal":
         result.problems.append(f"journal_mode is {pragmas['journal_mode']}, not wal")
     if pragmas["synchronous"] != synchronous:
