@@ -433,7 +433,7 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
 
     The daemon is CPU-bound in its event loop under load: every step is a few loop turns (the
     step's thread hands its result back, the grouped commit hands the write back), and uvloop
-    runs those turns in C. ``make bench`` measured ~15 % more executions per second of daemon
+    runs those turns in C. ``make bench`` measured ~10-15 % more executions per second of daemon
     CPU with it. The library itself runs on whatever loop its caller chose."""
     import asyncio
 
