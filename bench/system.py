@@ -52,6 +52,7 @@ LABELS: dict[str, str] = {
     "daemon_executions_per_s_normal": "executions/s at NORMAL",
     "daemon_steps_per_s_normal": "steps/s at NORMAL",
     "daemon_total_s_normal": "first start to last completion, NORMAL (s)",
+    "daemon_capacity_per_s_normal": "capacity at NORMAL: executions/s, more client threads",
     "cli_signal_wall_p50_ms": "signal ID SIGNAL, median wall (ms)",
     "cli_signal_wall_p90_ms": "signal ID SIGNAL, p90 wall (ms)",
     "cli_signal_to_step_p50_ms": "signal returned -> next step p50 (ms)",
@@ -139,9 +140,11 @@ def _start_all(client: DurableClient, n: int, threads: int) -> list[str]:
 
 
 def _throughput(folder: Path, name: str, synchronous: str, sizes: Sizes,
-                result: Result) -> dict[str, float]:
-    """One daemon, n executions started through the client; the timings of the pass."""
+                result: Result, threads: int | None = None) -> dict[str, float]:
+    """One daemon, n executions started through the client (``threads`` calling threads,
+    ``sizes.daemon_client_threads`` unless given); the timings of the pass."""
     n = sizes.daemon_executions
+    threads = sizes.daemon_client_threads if threads is None else threads
     with running_daemon(folder, name, synchronous) as daemon:
         store = SqliteStore(daemon.database, synchronous=synchronous)
         try:
@@ -151,7 +154,7 @@ def _throughput(folder: Path, name: str, synchronous: str, sizes: Sizes,
                 # a live daemon runs them: "no worker is running" would be a failure
                 warnings.filterwarnings("error", message=".*no worker is running")
                 t0 = time.perf_counter()
-                ids = _start_all(client, n, sizes.daemon_client_threads)
+                ids = _start_all(client, n, threads)
             t_started = time.perf_counter()
             deadline = t_started + sizes.timeout_s
             while store.count_executions().get("completed", 0) < n:
@@ -191,6 +194,10 @@ def run_daemon_throughput(folder: Path, synchronous: str, sizes: Sizes) -> Resul
             "daemon_steps_per_s_normal": 3 * n / normal["total"],
             "daemon_total_s_normal": normal["total"],
         })
+        capacity = _throughput(folder, "daemon-capacity", "NORMAL", sizes, result,
+                               threads=sizes.daemon_capacity_threads)
+        result.figures["daemon_capacity_per_s_normal"] = n / capacity["total"]
+        result.diagnostics["capacity_client_threads"] = sizes.daemon_capacity_threads
     result.diagnostics["client_threads"] = sizes.daemon_client_threads
     result.diagnostics["executions"] = n
     return result

@@ -52,6 +52,8 @@ class Sizes:
     cli_runs: int = 20  # `durablectl status ID --json` processes, after two warm-up runs
     daemon_executions: int = 10_000  # bench.system: started by a client, run by a daemon
     daemon_client_threads: int = 16  # the client's calling threads (a web app's requests)
+    daemon_capacity_threads: int = 64  # a NORMAL pass with more callers: what the daemon can
+    # run when starts queue up faster than one 16-thread client sends them (a diagnostic)
     cli_signals: int = 20  # bench.system: `durablectl signal` processes, after two warm-ups
     parked_executions: int = 100_000  # bench.parked: half sleeping for hours, half waiting
     parked_probe_sleeps: int = 1000  # bench.parked: short sleeps run with them parked
@@ -72,7 +74,8 @@ FULL = Sizes()
 QUICK = Sizes(w1_executions=20, w1_repeats=1, w2_signals=12, w2_window=3, w3a_sleeps=20,
               w3a_sleep_s=0.2, w3a_spread_s=0.2, w3b_sleeps=10, w3b_lead_s=0.3, w4_steps=50,
               w4_replays=1, ceiling_s=0.2, cli_runs=5, daemon_executions=50,
-              daemon_client_threads=4, cli_signals=3, parked_executions=500,
+              daemon_client_threads=4, daemon_capacity_threads=8, cli_signals=3,
+              parked_executions=500,
               parked_probe_sleeps=20, parked_probe_lead_s=0.5, parked_probe_spread_s=0.2,
               scale_bytes_executions=100, scale_executions=5000, scale_seed_executions=100,
               scale_cli_runs=2, prune_executions=5000, prune_seed_executions=100,
