@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Result, StatusWatch, open_store
+from bench.workloads import three_steps  # the W1 workflow: the same rows per execution
 from durablectl import DurableService, Signal, workflow
 
 GO = Signal("bench.scale.go")
@@ -30,15 +31,6 @@ _TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "completed_
 _TABLES = ("executions", "steps", "signals", "timers", "audit")
 _ORDER = {"executions": "", "steps": ", t.seq", "signals": ", t.signal_id, t.seq",
           "timers": ", t.timer_id", "audit": ", t.seq"}
-
-
-@workflow("bench.scale.three_steps")
-async def three_steps(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
-    i = data["i"]
-    a = await ctx.step("a", lambda: i + 1)
-    b = await ctx.step("b", lambda: a * 2)
-    c = await ctx.step("c", lambda: {"i": i, "b": b})
-    return {"i": i, "sum": a + b, "c": c}
 
 
 def _boom(i: int) -> None:

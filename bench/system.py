@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.common import ANY, Result, check_pragmas, median, percentile, verify_execution
 from bench.daemon_proc import DaemonProcess
-from bench.workloads import Sizes
+from bench.workloads import Sizes, three_steps_expected
 from durablectl import DurableClient, SqliteStore
 
 # (figure, direction, target, what): the shape of bench.run.TARGETS
@@ -109,13 +109,6 @@ def running_daemon(folder: Path, name: str, synchronous: str) -> Iterator[Daemon
             daemon.stop(timeout=120)
 
 
-def _expected(i: int) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
-    a, b = i + 1, 2 * (i + 1)
-    c = {"i": i, "b": b}
-    return {"i": i, "sum": a + b, "c": c}, {"a": ("step", a), "b": ("step", b),
-                                            "c": ("step", c)}
-
-
 def _start_all(client: DurableClient, n: int, threads: int) -> list[str]:
     """Start executions 0..n-1 from ``threads`` threads (a web app's request threads); ids in
     input order."""
@@ -164,7 +157,7 @@ def _throughput(folder: Path, name: str, synchronous: str, sizes: Sizes,
                 time.sleep(0.005)
             t1 = time.perf_counter()
             for i, eid in enumerate(ids):
-                expected, steps = _expected(i)
+                expected, steps = three_steps_expected(i)
                 result.problems += verify_execution(store, eid, result=expected, steps=steps)
                 result.checked += 1
             counts = store.count_executions()

@@ -92,7 +92,9 @@ async def three_steps(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
     return {"i": i, "sum": a + b, "c": c}
 
 
-def _w1_expected(i: int) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+def three_steps_expected(i: int) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    """The result and step rows of a three-step execution with input ``{"i": i}`` (W1, the
+    daemon workloads and the scale data all run this workflow)."""
     a, b = i + 1, 2 * (i + 1)
     c = {"i": i, "b": b}
     return {"i": i, "sum": a + b, "c": c}, {"a": ("step", a), "b": ("step", b),
@@ -139,7 +141,7 @@ async def run_w1(folder: Path, synchronous: str, sizes: Sizes) -> Result:
             passes.append({"via_wait": via_wait, "elapsed": elapsed, "started": started,
                            **counter.since(mark)})
             for i, eid in enumerate(ids):
-                expected, steps = _w1_expected(i)
+                expected, steps = three_steps_expected(i)
                 if values[i] != expected:
                     result.problems.append(f"{eid}: wait() returned {values[i]!r}")
                 result.problems += verify_execution(store, eid, result=expected, steps=steps)
