@@ -429,3 +429,50 @@ def test_registering_a_worker_survives_a_failing_neighbour_in_its_batch(
     assert [w.worker_id for w in store.live_workers()] == ["w1"]
     with SqliteStore(store.path) as other:
         assert [w.worker_id for w in other.live_workers()] == ["w1"]
+
+
+# work that must not grow with history ----------------------------------------------------------
+def _vm_callbacks(conn: sqlite3.Connection, query: Any) -> tuple[Any, int]:
+    """``query()``'s result and how many times SQLite's progress handler fired on ``conn``
+    (once per 100 virtual-machine steps): a measure of rows visited, not of time."""
+    count = 0
+
+    def tick() -> int:
+        nonlocal count
+        count += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    try:
+        return query(), count
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def test_finding_queued_schedule_ticks_does_not_read_every_tick(store: SqliteStore) -> None:
+    """A schedule keeps a row per tick (a minute's schedule: half a million a year), and the
+    daemon asks whether any tick is queued after every execution that ends: the answer must
+    cost the same with twenty thousand ticks recorded as with ten."""
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO schedules (id, workflow_id, kind, interval_seconds, timezone, input,"
+            " status, catch_up, overlap, created_at, updated_at)"
+            " VALUES ('s', ?, 'interval', 60, 'UTC', 'null', 'active', 'skip', 'queue', ?, ?)",
+            (WF, T0, T0))
+
+    def record_ticks(first: int, last: int, outcome: str = "started") -> None:
+        with sqlite3.connect(store.path) as conn:
+            conn.executemany(
+                "INSERT INTO schedule_runs (schedule_id, due_at, outcome, execution_id,"
+                " recorded_at) VALUES ('s', ?, ?, NULL, ?)",
+                [(T0 + 60 * i, outcome, T0) for i in range(first, last)])
+
+    with store.raw_read() as reader:
+        record_ticks(0, 10)
+        few = _vm_callbacks(reader, store.has_queued_schedule_runs)
+        record_ticks(10, 20_000)
+        many = _vm_callbacks(reader, store.has_queued_schedule_runs)
+        record_ticks(20_000, 20_001, outcome="queued")
+        queued = _vm_callbacks(reader, store.has_queued_schedule_runs)
+    assert few[0] is False and many[0] is False and queued[0] is True
+    assert many[1] <= few[1] + 2 and queued[1] <= few[1] + 2, (few, many, queued)
