@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 
 from bench.cli import durablectl_command
 from durablectl.daemon import ipc
+from durablectl.daemon.process import read_ready_line
 
 
 class DaemonProcess:
@@ -66,7 +66,7 @@ class DaemonProcess:
                                           pass_fds=(write_end,))
         os.close(write_end)
         try:
-            line = _read_line(read_end, timeout)
+            line = read_ready_line(read_end, timeout) or ""
         finally:
             os.close(read_end)
         elapsed = time.perf_counter() - started
@@ -149,18 +149,3 @@ class DaemonProcess:
         return ""
 
 
-def _read_line(fd: int, timeout: float) -> str:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()

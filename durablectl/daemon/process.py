@@ -498,27 +498,37 @@ def start_detached(settings: DaemonSettings, *, timeout: float = 30.0) -> int:
                        f"see {paths.log_file}")
 
 
-def _read_line(fd: int, timeout: float, child: subprocess.Popen[bytes]) -> str:
+def read_ready_line(fd: int, timeout: float) -> str | None:
+    """The first line a starting daemon writes to its readiness pipe (``fd``), stripped; what
+    it wrote before closing the pipe if that was all; None when ``timeout`` seconds went by
+    first. ``daemon start`` and the benchmarks' daemon harness both wait on it."""
     import select
 
     data = b""
     deadline = monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _read_line(fd: int, timeout: float, child: subprocess.Popen[bytes]) -> str:
     try:
-        while not data.endswith(b"\n"):
-            left = deadline - monotonic()
-            if left <= 0:
-                child.kill()
-                raise StorageError(f"the daemon was not ready after {timeout:g}s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
+        line = read_ready_line(fd, timeout)
     finally:
         os.close(fd)
-    return data.decode(errors="replace").strip()
+    if line is None:
+        child.kill()
+        raise StorageError(f"the daemon was not ready after {timeout:g}s")
+    return line
 
 
 def stop(settings: DaemonSettings, *, timeout: float | None = None) -> int:
