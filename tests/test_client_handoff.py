@@ -9,7 +9,9 @@ socket in a thread): a lost answer is never turned into a second write.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -302,6 +304,48 @@ def test_a_daemon_that_does_not_take_the_write_leaves_it_to_the_client(
     assert client.signal(execution_id, "go", 1) == 1
     assert client.store.count_executions() == {"pending": 1}
     assert daemon.requests  # it was asked first
+
+
+def test_a_child_forked_while_a_call_is_in_flight_is_not_stuck_behind_it(
+        fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A web server forks its workers while a thread of the parent waits for the daemon: the
+    child has no such thread, so nothing it inherited may make its own calls wait for one."""
+    gate = threading.Event()
+    _daemon, client = fake({"closing": True})  # every write is left to the client
+    monkeypatch.setattr("durablectl.client.DurableClient._warn_without_workers",
+                        lambda self, what: None)
+    exchange = client._handoff._exchange
+
+    def held(message: dict[str, Any]) -> Any:
+        gate.wait(10)  # the parent's calls stay on the wire until the fork is done
+        return exchange(message)
+
+    monkeypatch.setattr(client._handoff, "_exchange", held)
+    parent_calls = [threading.Thread(target=client.start_execution, args=("w.any",))
+                    for _ in range(4)]  # two senders in flight, two callers queued
+    for thread in parent_calls:
+        thread.start()
+    wait_until(lambda: len(client._handoff._queue) == 2, "two callers queued", timeout=5)
+    pid = os.fork()
+    if pid == 0:  # the child: its own call must go through at once
+        code = 1
+        try:
+            gate.set()  # only the child's copy: its calls are not held
+            client.start_execution("w.any")
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    gate.set()
+    for thread in parent_calls:
+        thread.join(10)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the child was stuck"
+    assert client.store.count_executions() == {"pending": 5}  # the parent's four, the child's
 
 
 def test_errors_cross_the_socket_with_their_class_and_attributes() -> None:

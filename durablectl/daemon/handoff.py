@@ -155,8 +155,6 @@ class Handoff:
     def _connection(self) -> Connection | None:
         """A connection for one batch: an idle one, or a new one."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._idle = os.getpid(), []
             if self._idle:
                 return self._idle.pop()
         path = self._socket()
@@ -167,6 +165,14 @@ class Handoff:
         except NotDelivered:
             self._forget()
             return None
+
+    def _forked(self) -> None:
+        """In a child forked from a process that used this client: the parent's connections
+        and its batches in flight (whose senders did not come along) are not the child's; its
+        first call starts afresh."""
+        self._lock = threading.Lock()
+        self._queue, self._senders, self._idle = [], 0, []
+        self._pid = os.getpid()
 
     def _release(self, connection: Connection) -> None:
         with self._lock:
@@ -194,6 +200,8 @@ class Handoff:
         caller sleeps until its own batch is answered."""
         if self._database is None:
             return None
+        if self._pid != os.getpid():
+            self._forked()
         slot = _Slot(message)
         with self._lock:
             if self._senders < SENDERS:
