@@ -87,6 +87,30 @@ def test_a_due_tick_starts_one_execution_and_arms_the_next(store: SqliteStore,
     run(main())
 
 
+def test_a_schedule_keeps_one_timer_row_however_often_it_ticks(store: SqliteStore,
+                                                               clock: FakeClock) -> None:
+    """Each tick re-arms the schedule's timer; the fired one does not stay behind (a minute's
+    schedule would leave half a million rows a year for every re-arm to step over)."""
+    def timer_rows() -> list[tuple[str, float]]:
+        with store.raw_read() as conn:
+            return conn.execute("SELECT state, due_at FROM timers WHERE schedule_id = ?",
+                                ("minutely",)).fetchall()
+
+    async def main() -> None:
+        async with DurableService(store, [tick], clock=clock) as service:
+            await service.ensure_schedule(tick, {"n": 1}, id="minutely", interval=60)
+            for n in range(1, 6):
+                clock.advance(60)
+                await until(lambda n=n: len(executions_of(store, "sched.tick")) == n)
+            await until(lambda: timer_rows() == [
+                ("pending", (clock.now() + timedelta(seconds=60)).timestamp())])
+            await service.pause_schedule("minutely")
+            assert timer_rows() == []
+            await service.resume_schedule("minutely")
+            assert [state for state, _due in timer_rows()] == ["pending"]
+    run(main())
+
+
 @pytest.mark.parametrize("policy,expected", [("one", 1), ("all", 10), ("none", 0)])
 def test_catch_up_policies_after_downtime(store: SqliteStore, clock: FakeClock, policy: str,
                                           expected: int) -> None:

@@ -476,3 +476,77 @@ def test_finding_queued_schedule_ticks_does_not_read_every_tick(store: SqliteSto
         queued = _vm_callbacks(reader, store.has_queued_schedule_runs)
     assert few[0] is False and many[0] is False and queued[0] is True
     assert many[1] <= few[1] + 2 and queued[1] <= few[1] + 2, (few, many, queued)
+
+
+def _add_executions(store: SqliteStore, workflow_id: str, status: str, first: int,
+                    last: int) -> None:
+    with sqlite3.connect(store.path) as conn:
+        conn.executemany(
+            "INSERT INTO executions (execution_id, workflow_id, status, attempt, max_attempts,"
+            " retry_backoff, created_at, updated_at) VALUES (?, ?, ?, 1, 3, 2.0, ?, ?)",
+            [(f"{workflow_id}-{status}-{i:06d}", workflow_id, status, T0 + i, T0 + i)
+             for i in range(first, last)])
+
+
+def test_one_workflows_queued_or_running_executions_are_found_past_its_history(
+        store: SqliteStore) -> None:
+    """``list --workflow W --status running`` and the daemon's check for queued executions of
+    workflows it does not run look at a workflow's active executions: their cost must not
+    grow with the thousands it has finished."""
+    _add_executions(store, "w.old", "running", 0, 3)
+    _add_executions(store, "w.old", "completed", 0, 10)
+
+    def running() -> list[str]:
+        return [e.execution_id for e in store.list_executions(status="running",
+                                                              workflow="w.old", limit=5)]
+
+    with store.raw_read() as reader:
+        few = _vm_callbacks(reader, running)
+    few_marked = _vm_callbacks(store._wconn, lambda: store.mark_unloaded(
+        workflow_ids=["w.other"], reason_prefix="not loaded: "))
+    _add_executions(store, "w.old", "completed", 10, 20_000)
+    _add_executions(store, "w.old", "running", 3, 4)  # and one more to find
+    with store.raw_read() as reader:
+        many = _vm_callbacks(reader, running)
+    many_marked = _vm_callbacks(store._wconn, lambda: store.mark_unloaded(
+        workflow_ids=["w.other"], reason_prefix="not loaded: "))
+    assert few[0] == [f"w.old-running-{i:06d}" for i in (2, 1, 0)]
+    assert many[0] == [f"w.old-running-{i:06d}" for i in (3, 2, 1, 0)]
+    assert (few_marked[0], many_marked[0]) == (3, 1)  # no worker holds them: marked once
+    assert many[1] <= few[1] + 2 and many_marked[1] <= few_marked[1] + 2, \
+        (few, many, few_marked, many_marked)
+    newest = store.list_executions(workflow="w.old", limit=3)  # no status: merged per status
+    assert [e.execution_id for e in newest] == [f"w.old-completed-{i:06d}"
+                                                 for i in (19_999, 19_998, 19_997)]
+
+
+def test_taking_a_buffered_signal_does_not_step_over_the_consumed_ones(
+        store: SqliteStore) -> None:
+    """A workflow that waits for the same signal in a loop consumes one per round; finding the
+    next buffered one must not read the ones consumed before (a 1,000-round loop would cost
+    O(n) per round, O(n^2) in all)."""
+    create(store, "e1")
+    found = store.claim_execution("e1", worker_id="w1", workflow_ids=[WF], now=T0,
+                                  real_now=R0, lease_until=R0 + 60)
+    assert found is not None
+
+    def consumed(first: int, last: int) -> None:
+        with sqlite3.connect(store.path) as conn:
+            conn.executemany(
+                "INSERT INTO signals (execution_id, signal_id, seq, payload, created_at,"
+                " consumed_by, consumed_at) VALUES ('e1', 'go', ?, 'null', ?, 'w', ?)",
+                [(seq, T0, T0) for seq in range(first, last)])
+
+    def take(round_: int) -> Any:
+        store.append_signal(execution_id="e1", signal_id="go", payload_json=str(round_),
+                            now=T0)
+        return _vm_callbacks(store._wconn, lambda: store.consume_signal(
+            execution_id="e1", worker_id="w1", signal_id="go", step_id=f"wait-{round_}",
+            attempt=1, now=T0))
+
+    consumed(1, 11)
+    few = take(1)
+    consumed(11 + 1, 20_000)  # the seq after the one just taken, on to twenty thousand
+    many = take(2)
+    assert (few[0].result["payload"], many[0].result["payload"]) == (1, 2)
+    assert many[1] <= few[1] + 2, (few[1], many[1])

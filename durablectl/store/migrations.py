@@ -150,13 +150,20 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX timers_pending ON timers(execution_id, kind, signal_id)"
         " WHERE state = 'pending'",
     ],
-    # 3: the queued schedule ticks by index. A schedule keeps one row per tick (a minute's
-    # schedule: half a million a year), and the daemon asks "is any tick queued?" after every
-    # execution that ends, on its loop, and again in every schedule firing's transaction: a
-    # scan of all of them (25 ms at half a million rows) each time. Queued rows are few.
+    # 3: work that grew with history (issue #7). A schedule keeps one run row per tick (a
+    # minute's schedule: half a million a year), and the daemon asks "is any tick queued?"
+    # after every execution that ends, on its loop, and in every firing's transaction: a scan
+    # of all of them (25 ms at half a million rows) each time; queued rows are few, so they
+    # get an index of their own. A schedule's fired and cancelled timer rows are no longer
+    # kept (re-arming stepped over all of them); the ones kept so far go. Listing one
+    # workflow's executions by status, and finding its queued ones, walked every execution
+    # the workflow ever had: the workflow index now has the status between.
     [
         "CREATE INDEX schedule_runs_queued ON schedule_runs(schedule_id, due_at)"
         " WHERE outcome = 'queued'",
+        "DELETE FROM timers WHERE schedule_id IS NOT NULL AND state != 'pending'",
+        "CREATE INDEX executions_workflow_status ON executions(workflow_id, status, created_at)",
+        "DROP INDEX executions_workflow",
     ],
 ]
 

@@ -644,6 +644,9 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         limit: int = 100, offset: int = 0,
     ) -> list[Execution]:
         statuses = [] if not status else [status] if isinstance(status, str) else list(status)
+        if workflow and not statuses:
+            # one workflow's newest: merged from its per-status runs of the workflow index
+            statuses = [*ACTIVE_STATUSES, *FINISHED_STATUSES]
         if len(set(statuses)) > 1:
             return self._list_merged(sorted(set(map(str, statuses))), workflow, limit, offset)
         where: list[str] = []
@@ -664,9 +667,9 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
 
     def _list_merged(self, statuses: list[str], workflow: str | None, limit: int,
                      offset: int) -> list[Execution]:
-        """Several statuses (``--status finished``): the newest ``offset + limit`` of each
-        status in index order, merged. ``status IN (...)`` would sort every matching row
-        first: seconds with a million executions."""
+        """Several statuses (``--status finished``, or every status of one workflow): the
+        newest ``offset + limit`` of each status in index order, merged. ``status IN (...)``
+        would sort every matching row first: seconds with a million executions."""
         branch = (f"SELECT * FROM (SELECT {_EXECUTION_COLUMNS} FROM executions"
                   " WHERE status = ?" + (" AND workflow_id = ?" if workflow else "") +
                   " ORDER BY created_at DESC, execution_id DESC LIMIT ?)")
@@ -890,7 +893,10 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             if existing is not None and existing[1] == "signal":
                 return _step(existing)  # the time-out fired after history was loaded
             row = conn.execute(
-                "SELECT seq, payload FROM signals WHERE execution_id = ? AND signal_id = ?"
+                # the planner prefers the primary key (same columns), which walks every
+                # signal of this id ever consumed: a signal loop would get slower per round
+                "SELECT seq, payload FROM signals INDEXED BY signals_unconsumed"
+                " WHERE execution_id = ? AND signal_id = ?"
                 " AND consumed_by IS NULL ORDER BY seq LIMIT 1",
                 (execution_id, signal_id),
             ).fetchone()
@@ -984,7 +990,8 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 # a signal that arrived before this run looked for it is still buffered
                 for timer in timers:
                     if timer.kind == "signal" and conn.execute(
-                        "SELECT 1 FROM signals WHERE execution_id = ? AND signal_id = ?"
+                        "SELECT 1 FROM signals INDEXED BY signals_unconsumed"
+                        " WHERE execution_id = ? AND signal_id = ?"
                         " AND consumed_by IS NULL LIMIT 1", (execution_id, timer.signal_id),
                     ).fetchone():
                         woken = True

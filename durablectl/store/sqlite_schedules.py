@@ -76,9 +76,11 @@ class ScheduleQueries:
     @staticmethod
     def _arm(conn: sqlite3.Connection, schedule_id: str, due_at: float | None,
              now: float) -> None:
-        """Cancel the schedule's pending timer and arm one at ``due_at`` (None: none)."""
-        conn.execute("UPDATE timers SET state = 'cancelled' WHERE schedule_id = ?"
-                     " AND state = 'pending'", (schedule_id,))
+        """Replace the schedule's timer with one at ``due_at`` (None: none). The old row goes
+        rather than staying behind as fired or cancelled: nothing reads it again (the ticks
+        are in ``schedule_runs``), and a minute's schedule would leave half a million rows a
+        year for every later re-arm to step over."""
+        conn.execute("DELETE FROM timers WHERE schedule_id = ?", (schedule_id,))
         if due_at is not None:
             conn.execute("INSERT INTO timers (kind, schedule_id, step_id, due_at, created_at)"
                          " VALUES ('schedule', ?, '', ?, ?)", (schedule_id, due_at, now))
