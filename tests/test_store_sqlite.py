@@ -550,3 +550,21 @@ def test_taking_a_buffered_signal_does_not_step_over_the_consumed_ones(
     many = take(2)
     assert (few[0].result["payload"], many[0].result["payload"]) == (1, 2)
     assert many[1] <= few[1] + 2, (few[1], many[1])
+
+
+def test_checking_which_executions_ended_does_not_read_every_active_one(
+        store: SqliteStore) -> None:
+    """A daemon asks once a second which of its kept runs' executions another process ended:
+    the answer must cost the same with twenty thousand executions parked as with hundreds."""
+    _add_executions(store, WF, "sleeping", 0, 400)
+    _add_executions(store, WF, "completed", 0, 99)
+    # a full chunk of ids, as a daemon keeping hundreds of runs asks
+    asked = [f"{WF}-sleeping-{i:06d}" for i in range(400)] + \
+        [f"{WF}-completed-{i:06d}" for i in range(99)] + ["gone"]
+    ended = {f"{WF}-completed-{i:06d}" for i in range(99)} | {"gone"}
+    with store.raw_read() as reader:
+        few = _vm_callbacks(reader, lambda: store.ended_among(asked))
+        _add_executions(store, WF, "sleeping", 400, 20_000)
+        many = _vm_callbacks(reader, lambda: store.ended_among(asked))
+    assert few[0] == ended and many[0] == ended
+    assert many[1] <= few[1] + 2, (few[1], many[1])

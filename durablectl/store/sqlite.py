@@ -693,14 +693,15 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         read per 500 ids, for a service's waiters to learn what other processes finished."""
         ids = list(dict.fromkeys(execution_ids))
         active: set[str] = set()
-        statuses = ",".join("?" * len(ACTIVE_STATUSES))
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
+            # by id alone, the status checked here: with "AND status IN (active ones)" the
+            # planner walked the status index instead, every active execution (55 ms with
+            # 100,000 parked, once a second from the kept-run check)
             rows = self._read(
-                f"SELECT execution_id FROM executions WHERE execution_id IN"
-                f" ({','.join('?' * len(chunk))}) AND status IN ({statuses})",
-                (*chunk, *ACTIVE_STATUSES))
-            active.update(row[0] for row in rows)
+                f"SELECT execution_id, status FROM executions WHERE execution_id IN"
+                f" ({','.join('?' * len(chunk))})", chunk)
+            active.update(eid for eid, status in rows if status in ACTIVE_STATUSES)
         return set(ids) - active
 
     def count_in_flight(self) -> dict[str, int]:
