@@ -160,6 +160,19 @@ def one_line(text: str) -> str:
     return text[:-1]
 
 
+def ok(out: Out) -> Out:
+    assert out.code == 0, out
+    return out
+
+
+def error(out: Out, code: int) -> str:
+    """The one error line of a command that failed with ``code`` and printed nothing."""
+    assert (out.code, out.stdout) == (code, ""), out
+    line = one_line(out.stderr)
+    assert line.startswith("error: "), line
+    return line
+
+
 # -- start ------------------------------------------------------------------------------------
 def test_start_without_a_daemon_prints_the_id_alone_and_a_note(db: Path) -> None:
     out = cli(db, "start", "cli.echo.v1", "--input", '{"a": [1, 2]}')

@@ -26,10 +26,11 @@ from .test_cli import (
     DURABLECTL,
     EXECUTION_KEYS,
     Daemon,
-    Out,
     cli,
     create,
+    error,
     finish,
+    ok,
     one_line,
     stored,
     wait_for,
@@ -43,19 +44,6 @@ NO_DAEMON = "note: no daemon is running for {db}: execution {eid} is pending and
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return isolate_user_dirs(tmp_path, monkeypatch, "operator.db")
-
-
-def ok(out: Out) -> Out:
-    assert out.code == 0, out
-    return out
-
-
-def error(out: Out, code: int) -> str:
-    """The one error line of a command that failed with ``code`` and printed nothing."""
-    assert (out.code, out.stdout) == (code, ""), out
-    line = one_line(out.stderr)
-    assert line.startswith("error: "), line
-    return line
 
 
 def failed(db: Path) -> str:

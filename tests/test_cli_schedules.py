@@ -31,7 +31,7 @@ from durablectl.model import Schedule
 from durablectl.schedules import SchedulePlanner
 
 from .conftest import isolate_user_dirs
-from .test_cli import DURABLECTL, Out, cli, one_line, process_env, run
+from .test_cli import DURABLECTL, cli, error, ok, one_line, process_env, run
 
 SCHEDULE_KEYS = {"id", "workflow_id", "kind", "cron", "interval_seconds", "timezone", "input",
                  "status", "catch_up", "overlap", "next_run", "last_run", "last_execution_id",
@@ -53,19 +53,6 @@ def schedule_of(db: Path, schedule_id: str) -> Schedule:
         found = store.get_schedule(schedule_id)
     assert found is not None
     return found
-
-
-def ok(out: Out) -> Out:
-    assert out.code == 0, out
-    return out
-
-
-def error(out: Out, code: int) -> str:
-    """The one error line of a command that failed with ``code`` and printed nothing."""
-    assert (out.code, out.stdout) == (code, ""), out
-    line = one_line(out.stderr)
-    assert line.startswith("error: "), line
-    return line
 
 
 def fire(db: Path, at: datetime) -> list[str]:

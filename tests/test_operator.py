@@ -139,6 +139,14 @@ async def settled(store: SqliteStore, execution_id: str, status: str) -> Executi
                        and e.status == status and e)
 
 
+async def start_and_fail(service: DurableService, wf: Any) -> str:
+    """Start ``wf`` (a step the test broke makes it fail) and wait until it has failed."""
+    eid = await service.start_execution(wf, None)
+    with pytest.raises(ExecutionFailed):
+        await service.wait(eid, timeout=5)
+    return eid
+
+
 # -- retry ------------------------------------------------------------------------------------
 def test_retry_reruns_a_failed_execution_from_its_last_stored_step(store: SqliteStore,
                                                                    clock: FakeClock) -> None:
@@ -146,9 +154,7 @@ def test_retry_reruns_a_failed_execution_from_its_last_stored_step(store: Sqlite
 
     async def main() -> None:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(order, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, order)
             assert (execution(store, eid).attempt, execution(store, eid).max_attempts) == (1, 1)
             broken.discard("charge")  # the fix is deployed
 
@@ -170,9 +176,7 @@ def test_retry_records_who_and_why_with_the_status_change(store: SqliteStore,
 
     async def main() -> str:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(order, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, order)
         return eid
     eid = run(main())
     DurableOperator(store).retry(eid)  # actor: the OS user; no reason
@@ -243,9 +247,7 @@ def test_retry_rollback_is_audited_with_the_compensation_it_retries(
 
     async def main() -> str:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(trip, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, trip)
             return eid
     eid = run(main())
     DurableOperator(store, clock=clock).retry_rollback(eid, actor="dashboard")
@@ -261,9 +263,7 @@ def test_skip_step_of_a_failed_step_makes_replay_return_the_value(store: SqliteS
 
     async def main() -> None:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(order, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, order)
             operator = operator_of(store, clock)
             assert operator.skip_step(eid, "charge", {"manual": "ch_1"},
                                       reason="charged by phone", actor="ann") == eid
@@ -311,9 +311,7 @@ def test_skip_step_of_a_failed_compensation_resumes_the_rollback(store: SqliteSt
 
     async def main() -> None:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(trip, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, trip)
             operator_of(store, clock).skip_step(eid, "rollback:hotel", "cancelled by phone",
                                                 actor="ann")
             assert execution(store, eid).attempt == 1
@@ -356,9 +354,7 @@ def test_edit_state_keeps_the_order_of_the_run_for_a_later_fork(store: SqliteSto
 
     async def main() -> None:
         async with DurableService(store, ALL, clock=clock) as service:
-            eid = await service.start_execution(three, None)
-            with pytest.raises(ExecutionFailed):
-                await service.wait(eid, timeout=5)
+            eid = await start_and_fail(service, three)
             operator = operator_of(store, clock)
             operator.edit_state(eid, "a", "edited-a", actor="ann")
             steps = store.list_step_results(eid)
