@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every write method of the Store protocol; in grouped mode these go through ``submit``.
 WRITE_METHODS = frozenset({
-    "create_execution", "claim_ready", "claim_execution", "record_step", "consume_signal",
+    "create_execution", "create_and_claim", "claim_ready", "claim_execution", "record_step",
+    "consume_signal",
     "park", "finish", "schedule_retry", "release", "fire_due_timers", "heartbeat",
     "mark_unloaded", "append_signal", "cancel_execution", "register_worker",
     "unregister_worker", "reap_dead_workers", "record_workflows",
@@ -462,6 +463,33 @@ def test_claim_ready_takes_the_oldest_pending_and_marks_them_running(store: Any)
     assert [c.execution.execution_id for c in rest] == ids[2:]
     assert store.claim_ready(worker_id="w3", workflow_ids=[WF], now=T0 + 10, real_now=R0,
                              lease_until=R0 + LEASE, limit=10) == []
+
+
+def test_create_and_claim_stores_what_a_create_then_a_claim_would(store: Any) -> None:
+    """A daemon taking a start it has room for writes it once, already running under its
+    lease: the row, the claim and the audit trail are those of a create and then a claim."""
+    apart = start(store, input_json='{"n": 1}', deadline=T0 + 3600)
+    claim(store, apart, "w1")
+    together, created, claimed = store.create_and_claim(
+        execution_id="ex-together", workflow_id=WF, input_json='{"n": 1}', max_attempts=3,
+        retry_backoff=2.0, now=T0, deadline=T0 + 3600, worker_id="w1",
+        lease_until=R0 + LEASE)
+    assert (together, created) == ("ex-together", True) and claimed is not None
+    assert (claimed.wakeups, claimed.has_history, claimed.step_seq) == (0, False, 0)
+    assert claimed.execution == store.get_execution(together)
+    one, other = store.get_execution(apart), store.get_execution(together)
+    assert replace(one, execution_id=together) == other
+    assert (other.status, other.lease_owner) == ("running", "w1")
+    assert changes(store, together) == changes(store, apart) == [
+        (None, "pending", "created"), ("pending", "running", "claimed")]
+    assert store.next_due_at() == T0 + 3600  # its time-out is armed
+    assert record(store, together, "a") == 1  # the lease is ours: the run goes on
+    keyed = start(store, key="k1")
+    assert store.create_and_claim(
+        execution_id="ex-again", workflow_id=WF, input_json=None, max_attempts=3,
+        retry_backoff=2.0, now=T0, idempotency_key="k1", worker_id="w1",
+        lease_until=R0 + LEASE) == (keyed, False, None)
+    assert status_of(store, keyed) == "pending"
 
 
 def test_claim_only_takes_loaded_workflows(store: Any) -> None:

@@ -335,8 +335,6 @@ async def _start_together(service: Any, messages: list[dict[str, Any]],
     at once, without a claim of their own. Their answers; None when the job failed: it
     rolled back whole, and each start is then run as a job of its own, so that only the
     faulty one fails."""
-    from durablectl.clock import real_time
-
     runner, store = service.runner, service.store
     arguments = [{name: m[name] for name in START_FIELDS} for m in messages]
     loaded = set(service.registry.ids())
@@ -347,14 +345,14 @@ async def _start_together(service: Any, messages: list[dict[str, Any]],
         done: list[tuple[str, bool, Any]] = []
         free = room
         for a in arguments:
-            execution_id, created = store.create_execution(**a)
             claim = None
-            if created and free > 0 and a["workflow_id"] in loaded:
-                claim = store.claim_execution(
-                    execution_id, worker_id=service.worker_id, workflow_ids=[a["workflow_id"]],
-                    now=a["now"], real_now=real_time(), lease_until=lease_until,
+            if free > 0 and a["workflow_id"] in loaded:  # stored as running, ours
+                execution_id, created, claim = store.create_and_claim(
+                    **a, worker_id=service.worker_id, lease_until=lease_until,
                     audit=service.audit)
                 free -= claim is not None
+            else:
+                execution_id, created = store.create_execution(**a, audit=service.audit)
             done.append((execution_id, created, claim))
         return done
 

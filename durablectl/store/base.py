@@ -125,6 +125,16 @@ class Store(Protocol):
         idempotency_key: str | None = None, audit: bool = True,
     ) -> tuple[str, bool]: ...
 
+    def create_and_claim(
+        self, *, execution_id: str, workflow_id: str, input_json: str | None,
+        max_attempts: int, retry_backoff: float, now: float, worker_id: str,
+        lease_until: float, deadline: float | None = None, idempotency_key: str | None = None,
+        audit: bool = True,
+    ) -> tuple[str, bool, Claim | None]:
+        """A new execution stored already claimed by ``worker_id`` (a daemon taking a start it
+        has room for): one write instead of a create and a claim."""
+        ...
+
     def get_execution(self, execution_id: str) -> Execution | None: ...
 
     def list_executions(

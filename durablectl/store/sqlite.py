@@ -607,30 +607,75 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         idempotency_key: str | None = None, audit: bool = True,
     ) -> tuple[str, bool]:
         def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[str, bool]:
-            if idempotency_key is not None:
-                row = conn.execute(
-                    "SELECT execution_id FROM executions"
-                    " WHERE workflow_id = ? AND idempotency_key = ?",
-                    (workflow_id, idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    return row[0], False
-            conn.execute(
-                "INSERT INTO executions (execution_id, workflow_id, status, attempt,"
-                " max_attempts, retry_backoff, input, created_at, updated_at, deadline,"
-                " idempotency_key) VALUES (?, ?, 'pending', 1, ?, ?, ?, ?, ?, ?, ?)",
-                (execution_id, workflow_id, max_attempts, retry_backoff, input_json, now, now,
-                 deadline, idempotency_key),
-            )
-            if deadline is not None:
-                conn.execute(
-                    "INSERT INTO timers (kind, execution_id, step_id, due_at, created_at)"
-                    " VALUES ('timeout', ?, '', ?, ?)", (execution_id, deadline, now))
-            self._status_change(conn, txn, execution_id=execution_id, attempt=1, old=None,
-                                new="pending", reason="created", now=now, audit=audit)
-            return execution_id, True
+            found, created = self._insert_execution(
+                conn, txn, execution_id=execution_id, workflow_id=workflow_id,
+                input_json=input_json, max_attempts=max_attempts, retry_backoff=retry_backoff,
+                now=now, deadline=deadline, idempotency_key=idempotency_key, audit=audit)
+            return found, created is not False
 
         return self._write(job)
+
+    def create_and_claim(
+        self, *, execution_id: str, workflow_id: str, input_json: str | None,
+        max_attempts: int, retry_backoff: float, now: float, worker_id: str,
+        lease_until: float, deadline: float | None = None, idempotency_key: str | None = None,
+        audit: bool = True,
+    ) -> tuple[str, bool, Claim | None]:
+        """``create_execution``, and a new execution claimed by ``worker_id`` in the same
+        statement: it is stored as running under that lease, with both status changes in its
+        audit trail as if it had been created and then claimed. Returns (id, created, claim);
+        an idempotency key that finds an existing execution claims nothing."""
+
+        def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[str, bool, Claim | None]:
+            found, claim = self._insert_execution(
+                conn, txn, execution_id=execution_id, workflow_id=workflow_id,
+                input_json=input_json, max_attempts=max_attempts, retry_backoff=retry_backoff,
+                now=now, deadline=deadline, idempotency_key=idempotency_key, audit=audit,
+                lease=(worker_id, lease_until))
+            return found, claim is not False, claim if isinstance(claim, Claim) else None
+
+        return self._write(job)
+
+    def _insert_execution(
+        self, conn: sqlite3.Connection, txn: _Txn, *, execution_id: str, workflow_id: str,
+        input_json: str | None, max_attempts: int, retry_backoff: float, now: float,
+        deadline: float | None, idempotency_key: str | None, audit: bool,
+        lease: tuple[str, float] | None = None,
+    ) -> tuple[str, Claim | bool]:
+        """The id, and False when an idempotency key found an existing execution; otherwise
+        the claim when ``lease`` (worker, lease end) was given, True when not."""
+        if idempotency_key is not None:
+            row = conn.execute(
+                "SELECT execution_id FROM executions"
+                " WHERE workflow_id = ? AND idempotency_key = ?",
+                (workflow_id, idempotency_key),
+            ).fetchone()
+            if row is not None:
+                return row[0], False
+        owner, lease_until = lease if lease is not None else (None, None)
+        conn.execute(
+            "INSERT INTO executions (execution_id, workflow_id, status, attempt,"
+            " max_attempts, retry_backoff, input, created_at, updated_at, deadline,"
+            " idempotency_key, lease_owner, lease_until) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?)",
+            (execution_id, workflow_id, "pending" if owner is None else "running",
+             max_attempts, retry_backoff, input_json, now, now, deadline, idempotency_key,
+             owner, lease_until),
+        )
+        if deadline is not None:
+            conn.execute(
+                "INSERT INTO timers (kind, execution_id, step_id, due_at, created_at)"
+                " VALUES ('timeout', ?, '', ?, ?)", (execution_id, deadline, now))
+        self._status_change(conn, txn, execution_id=execution_id, attempt=1, old=None,
+                            new="pending", reason="created", now=now, audit=audit)
+        if owner is None:
+            return execution_id, True
+        self._status_change(conn, txn, execution_id=execution_id, attempt=1, old="pending",
+                            new="running", reason="claimed", now=now, audit=audit)
+        row = (execution_id, workflow_id, "running", None, 1, max_attempts, input_json, None,
+               None, now, now, deadline, idempotency_key, None, None, owner, 0)
+        return execution_id, Claim(execution=_execution(row, claimed_by=owner, attempt=1),
+                                   wakeups=0, has_history=False, step_seq=0)
 
     def get_execution(self, execution_id: str) -> Execution | None:
         rows = self._read(
