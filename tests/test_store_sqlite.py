@@ -568,3 +568,26 @@ def test_checking_which_executions_ended_does_not_read_every_active_one(
         many = _vm_callbacks(reader, lambda: store.ended_among(asked))
     assert few[0] == ended and many[0] == ended
     assert many[1] <= few[1] + 2, (few[1], many[1])
+
+
+def test_listing_stuck_executions_does_not_sort_every_failure(store: SqliteStore) -> None:
+    """``operator stuck`` shows the newest failed executions and those queued for a workflow
+    no worker runs: its cost must not grow with the failures of years."""
+    from durablectl.model import UNLOADED_REASON
+
+    _add_executions(store, WF, "failed", 0, 10)
+    _add_executions(store, WF, "pending", 0, 1)
+    with sqlite3.connect(store.path) as conn:  # queued for a workflow nobody runs, newest
+        conn.execute("UPDATE executions SET status_reason = ?, updated_at = ?"
+                     " WHERE status = 'pending'", (UNLOADED_REASON + WF, T0 + 50_000))
+
+    def newest() -> list[str]:
+        return [e.execution_id for e in store.list_stuck_executions(limit=3)]
+
+    with store.raw_read() as reader:
+        few = _vm_callbacks(reader, newest)
+        _add_executions(store, WF, "failed", 10, 20_000)
+        many = _vm_callbacks(reader, newest)
+    assert few[0] == [f"{WF}-pending-000000", f"{WF}-failed-000009", f"{WF}-failed-000008"]
+    assert many[0] == [f"{WF}-pending-000000", f"{WF}-failed-019999", f"{WF}-failed-019998"]
+    assert many[1] <= few[1] + 2, (few[1], many[1])

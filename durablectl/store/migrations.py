@@ -157,13 +157,16 @@ MIGRATIONS: list[list[str]] = [
     # get an index of their own. A schedule's fired and cancelled timer rows are no longer
     # kept (re-arming stepped over all of them); the ones kept so far go. Listing one
     # workflow's executions by status, and finding its queued ones, walked every execution
-    # the workflow ever had: the workflow index now has the status between.
+    # the workflow ever had: the workflow index now has the status between. `operator stuck`
+    # sorted every failed execution ever to show the newest: they get an index of their own.
     [
         "CREATE INDEX schedule_runs_queued ON schedule_runs(schedule_id, due_at)"
         " WHERE outcome = 'queued'",
         "DELETE FROM timers WHERE schedule_id IS NOT NULL AND state != 'pending'",
         "CREATE INDEX executions_workflow_status ON executions(workflow_id, status, created_at)",
         "DROP INDEX executions_workflow",
+        "CREATE INDEX executions_failed ON executions(updated_at)"
+        " WHERE status IN ('failed', 'compensation_failed')",
     ],
 ]
 

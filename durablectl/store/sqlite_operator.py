@@ -74,13 +74,19 @@ class OperatorQueries:
     def list_stuck_executions(self, *, limit: int = 100) -> list[Execution]:
         from durablectl.store.sqlite import _EXECUTION_COLUMNS, _execution  # imports us
 
-        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        marks = ",".join(f"?{4 + i}" for i in range(len(ACTIVE_STATUSES)))
+        # the newest failed ones come in order from their own index (named: the planner
+        # would rather read every failure ever through the status index and sort them, which
+        # the one OR-ed query did too); those queued for an unloaded workflow are among the
+        # active few
         rows = self._read(
-            f"SELECT {_EXECUTION_COLUMNS} FROM executions"
-            " WHERE status IN ('failed', 'compensation_failed')"
-            f" OR (status IN ({marks}) AND substr(status_reason, 1, ?) = ?)"
-            " ORDER BY updated_at DESC, execution_id DESC LIMIT ?",
-            (*ACTIVE_STATUSES, len(UNLOADED_REASON), UNLOADED_REASON, int(limit)),
+            f"SELECT * FROM (SELECT {_EXECUTION_COLUMNS} FROM executions"
+            " INDEXED BY executions_failed WHERE status IN ('failed', 'compensation_failed')"
+            " ORDER BY updated_at DESC, execution_id DESC LIMIT ?1)"
+            f" UNION ALL SELECT * FROM (SELECT {_EXECUTION_COLUMNS} FROM executions"
+            f" WHERE status IN ({marks}) AND substr(status_reason, 1, ?2) = ?3)"
+            " ORDER BY updated_at DESC, execution_id DESC LIMIT ?1",
+            (int(limit), len(UNLOADED_REASON), UNLOADED_REASON, *ACTIVE_STATUSES),
         )
         return [_execution(row) for row in rows]
 
