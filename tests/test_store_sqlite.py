@@ -217,6 +217,46 @@ def test_a_marked_file_at_version_zero_is_migrated(db_path: Path) -> None:
         create(store, "ex-1")
 
 
+def test_a_version_2_database_keeps_its_data_and_only_its_dead_schedule_timers_go(
+        db_path: Path) -> None:
+    """Migration 3 (issue #7) adds indexes and drops the fired and cancelled timer rows of
+    schedules, which nothing reads: executions, their timers and the pending schedule timer
+    stay."""
+    from durablectl.store.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for step in MIGRATIONS[:2]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO schedules (id, workflow_id, kind, interval_seconds, timezone, input,"
+        " status, catch_up, overlap, created_at, updated_at)"
+        " VALUES ('s', ?, 'interval', 60, 'UTC', 'null', 'active', 'skip', 'allow', ?, ?)",
+        (WF, T0, T0))
+    conn.executemany(
+        "INSERT INTO timers (kind, schedule_id, step_id, due_at, created_at, state)"
+        " VALUES ('schedule', 's', '', ?, ?, ?)",
+        [(T0 + 60 * i, T0, "fired") for i in range(5)] +
+        [(T0 + 600, T0, "cancelled"), (T0 + 660, T0, "pending")])
+    conn.execute(
+        "INSERT INTO executions (execution_id, workflow_id, status, attempt, max_attempts,"
+        " retry_backoff, created_at, updated_at) VALUES ('ex-1', ?, 'sleeping', 1, 3, 2.0,"
+        " ?, ?)", (WF, T0, T0))
+    conn.execute("INSERT INTO timers (kind, execution_id, step_id, due_at, created_at, state)"
+                 " VALUES ('sleep', 'ex-1', 'nap', ?, ?, 'fired')", (T0 + 5, T0))
+    conn.close()
+    with SqliteStore(db_path) as store:
+        assert store.pragma("user_version") == LATEST_VERSION
+        with store.raw_read() as reader:
+            timers = reader.execute(
+                "SELECT kind, state, due_at FROM timers ORDER BY timer_id").fetchall()
+        assert timers == [("schedule", "pending", T0 + 660), ("sleep", "fired", T0 + 5)]
+        assert [e.execution_id for e in store.list_executions(workflow=WF)] == ["ex-1"]
+        assert store.next_due_at() == T0 + 660
+
+
 def test_stores_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
     """Openers race on the first migration and the switch to WAL: none may mistake another's
     half-seen schema for another application's tables, or give up on a momentary lock. (A
