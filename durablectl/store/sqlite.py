@@ -607,11 +607,11 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         idempotency_key: str | None = None, audit: bool = True,
     ) -> tuple[str, bool]:
         def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[str, bool]:
-            found, created = self._insert_execution(
+            found, created, _none = self._insert_execution(
                 conn, txn, execution_id=execution_id, workflow_id=workflow_id,
                 input_json=input_json, max_attempts=max_attempts, retry_backoff=retry_backoff,
                 now=now, deadline=deadline, idempotency_key=idempotency_key, audit=audit)
-            return found, created is not False
+            return found, created
 
         return self._write(job)
 
@@ -627,12 +627,11 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         an idempotency key that finds an existing execution claims nothing."""
 
         def job(conn: sqlite3.Connection, txn: _Txn) -> tuple[str, bool, Claim | None]:
-            found, claim = self._insert_execution(
+            return self._insert_execution(
                 conn, txn, execution_id=execution_id, workflow_id=workflow_id,
                 input_json=input_json, max_attempts=max_attempts, retry_backoff=retry_backoff,
                 now=now, deadline=deadline, idempotency_key=idempotency_key, audit=audit,
                 lease=(worker_id, lease_until))
-            return found, claim is not False, claim if isinstance(claim, Claim) else None
 
         return self._write(job)
 
@@ -641,9 +640,10 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         input_json: str | None, max_attempts: int, retry_backoff: float, now: float,
         deadline: float | None, idempotency_key: str | None, audit: bool,
         lease: tuple[str, float] | None = None,
-    ) -> tuple[str, Claim | bool]:
-        """The id, and False when an idempotency key found an existing execution; otherwise
-        the claim when ``lease`` (worker, lease end) was given, True when not."""
+    ) -> tuple[str, bool, Claim | None]:
+        """(id, created, claim): created is False when an idempotency key found an existing
+        execution; the claim is there when ``lease`` (worker, lease end) was given and the
+        execution is new."""
         if idempotency_key is not None:
             row = conn.execute(
                 "SELECT execution_id FROM executions"
@@ -651,7 +651,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 (workflow_id, idempotency_key),
             ).fetchone()
             if row is not None:
-                return row[0], False
+                return row[0], False, None
         owner, lease_until = lease if lease is not None else (None, None)
         conn.execute(
             "INSERT INTO executions (execution_id, workflow_id, status, attempt,"
@@ -669,13 +669,14 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self._status_change(conn, txn, execution_id=execution_id, attempt=1, old=None,
                             new="pending", reason="created", now=now, audit=audit)
         if owner is None:
-            return execution_id, True
+            return execution_id, True, None
         self._status_change(conn, txn, execution_id=execution_id, attempt=1, old="pending",
                             new="running", reason="claimed", now=now, audit=audit)
         row = (execution_id, workflow_id, "running", None, 1, max_attempts, input_json, None,
                None, now, now, deadline, idempotency_key, None, None, owner, 0)
-        return execution_id, Claim(execution=_execution(row, claimed_by=owner, attempt=1),
-                                   wakeups=0, has_history=False, step_seq=0)
+        return execution_id, True, Claim(
+            execution=_execution(row, claimed_by=owner, attempt=1), wakeups=0,
+            has_history=False, step_seq=0)
 
     def get_execution(self, execution_id: str) -> Execution | None:
         rows = self._read(
