@@ -38,6 +38,14 @@ def test_several_statuses_page_like_one_sorted_query(store: SqliteStore) -> None
                 found = store.list_executions(status=statuses, workflow=workflow,
                                               limit=limit, offset=offset)
                 assert [e.execution_id for e in found] == expected, (statuses, offset)
+        for workflow in ("a", "b"):  # one workflow, any status: merged per status as well
+            for limit, offset in ((10, 0), (25, 40), (100, 120)):
+                expected = [row[0] for row in conn.execute(
+                    "SELECT execution_id FROM executions WHERE workflow_id = ?"
+                    " ORDER BY created_at DESC, execution_id DESC LIMIT ? OFFSET ?",
+                    (workflow, limit, offset))]
+                found = store.list_executions(workflow=workflow, limit=limit, offset=offset)
+                assert [e.execution_id for e in found] == expected, (workflow, offset)
 
 
 def test_the_merged_list_and_the_prune_scan_use_the_status_index(store: SqliteStore) -> None:
