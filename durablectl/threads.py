@@ -30,8 +30,7 @@ class StepThreads(Executor):
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._waiting = 0  # threads blocked on the queue
-        self._queued = 0  # calls on the queue that no thread has taken yet
+        self._idle = 0  # threads done with their call and not yet promised another
         self._closed = False
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
@@ -39,10 +38,12 @@ class StepThreads(Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("the step threads are shut down")
-            self._queued += 1
-            # a call no waiting thread will take gets a thread of its own (up to the bound), so
-            # a step that waits for another step running beside it cannot starve it
-            if self._queued > self._waiting and len(self._threads) < self._max:
+            # every call is promised a thread: an idle one (taken off the idle count here),
+            # else a new one (up to the bound), so a step that waits for another step running
+            # beside it cannot starve it; the threads then touch the lock once per call
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"{self._name}_{len(self._threads)}")
                 self._threads.append(thread)
@@ -64,13 +65,7 @@ class StepThreads(Executor):
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                self._waiting += 1
             item = self._queue.get()
-            with self._lock:
-                self._waiting -= 1
-                if item is not None:
-                    self._queued -= 1
             if item is None:
                 return
             fn, args, done = item
@@ -85,6 +80,8 @@ class StepThreads(Executor):
                 done(ok, value)
             except Exception:  # pragma: no cover - the bridge's callback does not raise
                 log.exception("step thread: delivering a result failed")
+            with self._lock:
+                self._idle += 1  # about to wait for the next call: it may be promised one
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the threads once the calls already queued are done (or, with
