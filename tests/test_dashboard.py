@@ -559,6 +559,27 @@ def test_api_execution_detail_is_the_shape_of_show_json(web: Client, seeded: See
     assert failed["execution"]["error"]["message"].endswith(XSS_ERROR)
 
 
+def test_an_unchanged_execution_answers_a_bodiless_304_to_its_etag(
+        web: Client, seeded: Seeded) -> None:
+    """An execution page asks every few seconds whether anything changed; a long history
+    must not be read and sent again each time when nothing did."""
+    path = f"/api/executions/{seeded.failed}"
+    first = web.get(path, headers=BEARER)
+    tag = first.headers["etag"]
+    assert first.status == 200 and tag.startswith('"') and first.json()["execution"]
+    again = web.get(path, headers={**BEARER, "If-None-Match": tag})
+    assert (again.status, again.body, again.headers["etag"]) == (304, b"", tag)
+    assert "content-type" not in again.headers and "content-length" not in again.headers
+    assert web.get(path, headers={**BEARER, "If-None-Match": '"other"'}).status == 200
+    web.post("/api/operator/retry", headers=BEARER,
+             json_body={"execution_id": seeded.failed, "reason": "try again"})
+    changed = web.get(path, headers={**BEARER, "If-None-Match": tag})
+    assert changed.status == 200 and changed.headers["etag"] != tag
+    assert changed.json()["execution"]["status"] == "pending"
+    assert web.get("/api/executions/nope", headers={**BEARER, "If-None-Match": tag}
+                   ).status == 404
+
+
 def test_an_unknown_execution_is_404(web: Client) -> None:
     reply = web.get("/api/executions/nope", headers=BEARER)
     assert reply.status == 404 and "nope" in reply.json()["error"]

@@ -4,6 +4,7 @@ Skipped, saying why, only where Chromium cannot be installed."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,36 @@ def _accepted(browser: Browser) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_an_open_execution_page_reloads_when_the_execution_changes(
+        store: SqliteStore, browser: Browser) -> None:
+    """The page of an active execution asks every few seconds whether it changed (a bodiless
+    304 while it has not) and shows the change once it has."""
+    from durablectl import DurableClient, DurableOperator
+
+    client = DurableClient(store)
+    client._handoff._database = None  # no daemon here: the start is written directly
+    with pytest.warns(UserWarning, match="no worker is running"):
+        execution_id = client.start_execution("browser.flaky")
+    server = DashboardServer(store, host="127.0.0.1", port=0, token=TOKEN)
+    server.start()
+    try:
+        browser.get(server.url)
+        wait_for(lambda: "/login" in browser.url, "the login page")
+        browser.type(browser.find("#token"), TOKEN)
+        browser.click(browser.find("form.login button"))
+        wait_for(lambda: "/login" not in browser.url, "the executions page")
+        browser.get(f"{server.url}executions/{execution_id}")
+        wait_for(lambda: "pending" in browser.page_source(), "the pending execution")
+        time.sleep(7)  # the first poll fetches it, the next ones are answered 304
+        shown = browser.page_source()
+        live = re.search(r'id="live"[^>]*>([^<]*)<', shown)
+        assert live and live.group(1).startswith("live, updated"), live  # a 304 is no error
+        assert "force-failed from the browser test" not in shown
+        DurableOperator(store).force_fail(execution_id, reason="force-failed from the "
+                                          "browser test", actor="test")
+        wait_for(lambda: "force-failed from the browser test" in browser.page_source(),
+                 "the page to show the change")
+    finally:
+        server.stop()

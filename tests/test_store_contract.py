@@ -492,6 +492,20 @@ def test_create_and_claim_stores_what_a_create_then_a_claim_would(store: Any) ->
     assert status_of(store, keyed) == "pending"
 
 
+def test_execution_version_changes_with_what_show_prints(store: Any) -> None:
+    execution_id = start(store)
+    seen = [store.execution_version(execution_id)]
+    assert seen[0] is not None and store.execution_version(execution_id) == seen[0]
+    claim(store, execution_id)
+    seen.append(store.execution_version(execution_id))
+    record(store, execution_id, "a", now=T0)  # same instant: the step counter tells
+    seen.append(store.execution_version(execution_id))
+    finish(store, execution_id)
+    seen.append(store.execution_version(execution_id))
+    assert len(set(seen)) == 4, seen
+    assert store.execution_version("nope") is None
+
+
 def test_claim_only_takes_loaded_workflows(store: Any) -> None:
     other = start(store, workflow=OTHER_WF)
     claims = store.claim_ready(worker_id="w1", workflow_ids=[WF], now=T0, real_now=R0,

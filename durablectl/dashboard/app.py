@@ -10,6 +10,7 @@ exactly as from the CLI.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -280,7 +281,7 @@ class DashboardApp:
             return json_response(self.list_executions(request.query))
         if len(parts) == 2 and parts[0] == "executions":
             only("GET", "HEAD")
-            return json_response(to_json(self._detail(parts[1])))
+            return self._detail_response(request, parts[1])
         if parts == ["schedules"]:
             only("GET", "HEAD")
             return json_response({"schedules": to_json(self.store.list_schedules())})
@@ -325,6 +326,18 @@ class DashboardApp:
 
         return DurableOperator(self.store, clock=self.clock,
                                max_payload_bytes=self.max_payload_bytes)
+
+    def _detail_response(self, request: Request, execution_id: str) -> Response:
+        """``show --json``, with an ETag: an execution page asks every few seconds whether
+        anything changed, and a long history (thousands of steps and audit rows) costs tens
+        of milliseconds to read and send; unchanged, the answer is a bodiless 304."""
+        version = self.store.execution_version(execution_id)
+        if version is None:
+            raise HttpError(404, ExecutionNotFound(execution_id).message)
+        tag = f'"{hashlib.sha256(version.encode()).hexdigest()[:32]}"'
+        if request.header("If-None-Match") == tag:
+            return Response(304, b"", headers=[("ETag", tag)])
+        return json_response(to_json(self._detail(execution_id)), headers=[("ETag", tag)])
 
     def _detail(self, execution_id: str) -> Any:
         try:

@@ -90,13 +90,22 @@ SCRIPT = r"""
   var csrf = meta ? meta.getAttribute("content") : "";
   var POLL = Number(body.getAttribute("data-poll")) || 3000;
 
-  function getJSON(url) {
-    return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+  // {data, etag} from url; null when it still has the given etag (a bodiless 304)
+  function fetchJSON(url, etag) {
+    var headers = {"Accept": "application/json"};
+    if (etag) { headers["If-None-Match"] = etag; }
+    return fetch(url, {credentials: "same-origin", headers: headers})
       .then(function (r) {
         if (r.status === 401) { window.location.href = base + "/login"; }
+        if (r.status === 304) { return null; }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
+        return r.json().then(function (data) {
+          return {data: data, etag: r.headers.get("ETag")};
+        });
       });
+  }
+  function getJSON(url) {
+    return fetchJSON(url, null).then(function (got) { return got.data; });
   }
   function el(tag, text, cls) {
     var node = document.createElement(tag);
@@ -164,9 +173,12 @@ SCRIPT = r"""
   }
   if (page === "execution" && api && body.getAttribute("data-active") === "true") {
     var stamp = body.getAttribute("data-updated");
+    var etag = null;  // unchanged since the last answer: a bodiless 304, not the whole history
     every(function () {
-      return getJSON(api).then(function (d) {
-        if (d.execution.updated_at === stamp) { return; }
+      return fetchJSON(api, etag).then(function (got) {
+        if (got === null) { return; }
+        etag = got.etag;
+        if (got.data.execution.updated_at === stamp) { return; }
         var editing = document.activeElement && document.activeElement.form;
         if (editing) {
           var note = document.getElementById("changed");

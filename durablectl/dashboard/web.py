@@ -158,8 +158,9 @@ class Response:
         return f"{self.status} {phrase}"
 
     def all_headers(self) -> list[tuple[str, str]]:
-        headers = [("Content-Type", self.content_type),
-                   ("Content-Length", str(len(self.body))), *SECURITY_HEADERS]
+        headers = [] if self.status == 304 else [  # a 304 describes the body it did not send
+            ("Content-Type", self.content_type), ("Content-Length", str(len(self.body)))]
+        headers += SECURITY_HEADERS
         if self.nonce is not None:
             headers.append(("Content-Security-Policy", content_security_policy(self.nonce)))
         else:

@@ -137,6 +137,11 @@ class Store(Protocol):
 
     def get_execution(self, execution_id: str) -> Execution | None: ...
 
+    def execution_version(self, execution_id: str) -> str | None:
+        """Changes whenever the execution, its steps or its audit trail may have changed;
+        None for an unknown execution."""
+        ...
+
     def list_executions(
         self, *, status: str | Sequence[str] | None = None, workflow: str | None = None,
         limit: int = 100, offset: int = 0,

@@ -678,6 +678,17 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             execution=_execution(row, claimed_by=owner, attempt=1), wakeups=0,
             has_history=False, step_seq=0)
 
+    def execution_version(self, execution_id: str) -> str | None:
+        """A token that changes whenever what ``show`` prints of the execution may have
+        changed (its row, its step counter, its audit trail): one row and one index seek,
+        for a dashboard page that asks every few seconds whether to fetch it all again.
+        None for an unknown execution."""
+        rows = self._read(
+            "SELECT updated_at, status, attempt, step_seq, wakeups, (SELECT max(seq) FROM audit"
+            " WHERE audit.execution_id = executions.execution_id)"
+            " FROM executions WHERE execution_id = ?", (execution_id,))
+        return None if not rows else ":".join(map(repr, rows[0]))
+
     def get_execution(self, execution_id: str) -> Execution | None:
         rows = self._read(
             f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
