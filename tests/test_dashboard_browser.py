@@ -43,6 +43,12 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         session.quit()
 
 
+def submit_token(browser: Browser, token: str) -> None:
+    """Type ``token`` into the login page and send it."""
+    browser.type(browser.find("#token"), token)
+    browser.click(browser.find("form.login button"))
+
+
 def wait_for(predicate, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
@@ -69,12 +75,10 @@ def test_log_in_find_an_execution_and_retry_it(store: SqliteStore, browser: Brow
     try:
         browser.get(server.url)  # not logged in: sent to the login page
         wait_for(lambda: "/login" in browser.url, "the login page")
-        browser.type(browser.find("#token"), "wrong-token")
-        browser.click(browser.find("form.login button"))
+        submit_token(browser, "wrong-token")
         wait_for(lambda: "token" in browser.page_source(), "the refusal")
         assert "/login" in browser.url
-        browser.type(browser.find("#token"), TOKEN)
-        browser.click(browser.find("form.login button"))
+        submit_token(browser, TOKEN)
         wait_for(lambda: "/login" not in browser.url, "the executions page")
 
         # find the execution by its id
@@ -125,8 +129,7 @@ def test_an_open_execution_page_reloads_when_the_execution_changes(
     try:
         browser.get(server.url)
         wait_for(lambda: "/login" in browser.url, "the login page")
-        browser.type(browser.find("#token"), TOKEN)
-        browser.click(browser.find("form.login button"))
+        submit_token(browser, TOKEN)
         wait_for(lambda: "/login" not in browser.url, "the executions page")
         browser.get(f"{server.url}executions/{execution_id}")
         wait_for(lambda: "pending" in browser.page_source(), "the pending execution")

@@ -40,6 +40,15 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def add_schedule(conn: sqlite3.Connection, overlap: str = "allow") -> None:
+    """Schedule ``s``, every minute, written as a row (for tests that write its ticks raw)."""
+    conn.execute(
+        "INSERT INTO schedules (id, workflow_id, kind, interval_seconds, timezone, input,"
+        " status, catch_up, overlap, created_at, updated_at)"
+        " VALUES ('s', ?, 'interval', 60, 'UTC', 'null', 'active', 'skip', ?, ?, ?)",
+        (WF, overlap, T0, T0))
+
+
 @pytest.fixture
 def umask_022() -> Iterator[None]:
     """A usual umask, so that a file created without an explicit mode would be 0644."""
@@ -230,11 +239,7 @@ def test_a_version_2_database_keeps_its_data_and_only_its_dead_schedule_timers_g
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 2")
-    conn.execute(
-        "INSERT INTO schedules (id, workflow_id, kind, interval_seconds, timezone, input,"
-        " status, catch_up, overlap, created_at, updated_at)"
-        " VALUES ('s', ?, 'interval', 60, 'UTC', 'null', 'active', 'skip', 'allow', ?, ?)",
-        (WF, T0, T0))
+    add_schedule(conn)
     conn.executemany(
         "INSERT INTO timers (kind, schedule_id, step_id, due_at, created_at, state)"
         " VALUES ('schedule', 's', '', ?, ?, ?)",
@@ -494,11 +499,7 @@ def test_finding_queued_schedule_ticks_does_not_read_every_tick(store: SqliteSto
     daemon asks whether any tick is queued after every execution that ends: the answer must
     cost the same with twenty thousand ticks recorded as with ten."""
     with sqlite3.connect(store.path) as conn:
-        conn.execute(
-            "INSERT INTO schedules (id, workflow_id, kind, interval_seconds, timezone, input,"
-            " status, catch_up, overlap, created_at, updated_at)"
-            " VALUES ('s', ?, 'interval', 60, 'UTC', 'null', 'active', 'skip', 'queue', ?, ?)",
-            (WF, T0, T0))
+        add_schedule(conn, overlap="queue")
 
     def record_ticks(first: int, last: int, outcome: str = "started") -> None:
         with sqlite3.connect(store.path) as conn:
