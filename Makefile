@@ -29,11 +29,13 @@ bench: install
 	$(BIN)/python -m bench.run
 
 # crash torture: SIGKILL the daemon 200 times at random moments under load, then check SPEC §8's
-# guarantees (tests/test_torture.py runs 20 kills); KILLS=, SEED= override
+# guarantees (tests/test_torture.py runs 20 kills at each level); KILLS=, SEED=, SYNCHRONOUS=
+# (FULL or NORMAL) override
 KILLS ?= 200
 SEED ?= 1
+SYNCHRONOUS ?= FULL
 torture: install
-	$(BIN)/python -m bench.torture --kills $(KILLS) --seed $(SEED)
+	$(BIN)/python -m bench.torture --kills $(KILLS) --seed $(SEED) --synchronous $(SYNCHRONOUS)
 
 # man/durablectl.1 and man/durablectl-<group>.1 from the typer app (tests/test_man_pages.py
 # fails when they are stale)

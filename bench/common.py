@@ -117,10 +117,12 @@ class CommitCounter:
             return
         assert original is not None
 
-        def counted(batch: list[Any]) -> Any:
-            self.commits += 1
-            self.jobs += len(batch)
-            return original(batch)
+        def counted(batch: list[Any], **options: Any) -> Any:
+            ran = original(batch, **options)
+            if ran is not False:  # False: not run (the write lock was taken; it goes on)
+                self.commits += 1
+                self.jobs += len(batch)
+            return ran
 
         store._run_batch = counted  # type: ignore[method-assign]
 

@@ -152,8 +152,9 @@ def expected_steps(workflow: str, data: dict[str, Any]) -> list[str]:
 
 # -- the files of one run -------------------------------------------------------------------------
 class Layout:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, synchronous: str = "FULL") -> None:
         self.base = base
+        self.synchronous = synchronous
         self.db = base / "durable.db"
         self.workflows = base / "workflows"
         self.config = base / "durablectl.toml"
@@ -177,7 +178,8 @@ class Layout:
             WORKFLOWS.format(log=str(self.log), incarnation=str(self.incarnation)))
         self.config.write_text(
             'workflows = "workflows"\n[daemon]\ngrace_seconds = 2\n'
-            '[schedules]\ncatch_up = "all"\nmax_catch_up = 1000\n')
+            '[schedules]\ncatch_up = "all"\nmax_catch_up = 1000\n'
+            f'[sqlite]\nsynchronous = "{self.synchronous}"\n')
         self.set_incarnation(0)
 
     def set_incarnation(self, number: int) -> None:
@@ -749,13 +751,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early", type=float, default=0.25,
                         help="the share of kills aimed at any instant of a `daemon run` start-up")
     parser.add_argument("--keep", action="store_true", help="keep the folder of the run")
+    parser.add_argument("--synchronous", default="FULL", type=str.upper,
+                        choices=["FULL", "NORMAL"],
+                        help="the daemon's level (a kill -9 loses nothing committed at either; "
+                             "at NORMAL the daemon commits on its event loop)")
     args = parser.parse_args(argv)
     if args.mode == "drive":
         return drive(args.dir, args.seed, args.driver_busy_ms)
     base = args.dir or Path(tempfile.mkdtemp(prefix="durable-torture-"))
     base.mkdir(parents=True, exist_ok=True)
-    torture = Torture(Layout(base), args.kills, args.seed, args.min_ms, args.max_ms,
-                      args.driver_busy_ms, args.early)
+    torture = Torture(Layout(base, args.synchronous), args.kills, args.seed, args.min_ms,
+                      args.max_ms, args.driver_busy_ms, args.early)
     code = 1
     try:
         code = torture.run()
@@ -766,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         torture.cleanup()
     print(textwrap.dedent(f"""\
         crash torture: seed {args.seed}, {args.kills} kills, {args.min_ms}-{args.max_ms} ms,
+        synchronous={args.synchronous},
         folder {base}{'' if args.keep or code else ' (removed)'}"""))
     for name, value in torture.figures.items():
         print(f"  {name:<42} {value}")

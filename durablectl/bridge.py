@@ -31,6 +31,9 @@ class FutureBridge:
         self._ready: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        # made on its loop (RunEnv.bridge): resolutions from the loop itself (a store that
+        # commits on the loop) need no wake-up through the loop's self-pipe
+        self._loop_thread = threading.get_ident()
 
     def call(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Submit a store write to the next grouped commit; the result arrives after it."""
@@ -71,7 +74,10 @@ class FutureBridge:
             self._scheduled = True
         # a closed loop raises RuntimeError: nobody is waiting any more
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._drain)
+            if threading.get_ident() == self._loop_thread:
+                self.loop.call_soon(self._drain)
+            else:
+                self.loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         with self._lock:

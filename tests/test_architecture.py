@@ -34,7 +34,8 @@ def _importers(prefix: str) -> set[str]:
 def test_only_the_sqlite_store_imports_sqlite3() -> None:
     assert _importers("sqlite3") <= {"durablectl.store.sqlite",
                                      "durablectl.store.sqlite_schedules",
-                                     "durablectl.store.sqlite_operator"}
+                                     "durablectl.store.sqlite_operator",
+                                     "durablectl.store.sqlite_loop"}
 
 
 def test_only_the_cli_imports_typer_and_rich() -> None:

@@ -1,9 +1,11 @@
 """The store contract (STYLE habit 4): one suite that every store implementation must pass.
 
 Each test runs once per (backend, write path). The write paths are the plain synchronous call
-(the CLI, the client, scripts) and the grouped path the engine uses,
+(the CLI, the client, scripts), the grouped path the engine uses,
 ``store.submit(store.method, **kwargs).result()``, where a writer thread puts many jobs in one
-commit. A new store (Postgres) plugs in by adding a ``Backend`` factory to ``BACKENDS``.
+commit, and the engine's path on an event loop (``FutureBridge.call``), which a store whose
+commits do not wait for the disk (SQLite at NORMAL) commits on that loop. A new store
+(Postgres) plugs in by adding a ``Backend`` factory to ``BACKENDS``.
 
 Times are plain floats passed in: ``now`` is workflow (clock) time, ``real_now`` is wall time for
 leases; nothing waits on real time beyond a few milliseconds of polling.
@@ -11,6 +13,7 @@ leases; nothing waits on real time beyond a few milliseconds of polling.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -74,6 +77,8 @@ class Backend:
     open: Callable[[], Any]
     child_code: str
     drop: Callable[[], None] = lambda: None
+    # a store as an engine on an event loop gets it where that differs (None: the same)
+    open_for_loop: Callable[[], Any] | None = None
 
 
 def sqlite_backend(tmp_path: Path) -> Backend:
@@ -82,12 +87,14 @@ def sqlite_backend(tmp_path: Path) -> Backend:
         open=lambda: SqliteStore(path),
         child_code=f"from durablectl.store.sqlite import SqliteStore\n"
                    f"store = SqliteStore({str(path)!r})",
+        # commits on the submitting loop (store/sqlite_loop.py)
+        open_for_loop=lambda: SqliteStore(path, synchronous="NORMAL"),
     )
 
 
 # A Postgres store adds e.g. "postgres": postgres_backend (skipping when no server is set up).
 BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": sqlite_backend}
-WRITE_PATHS = ("direct", "grouped")
+WRITE_PATHS = ("direct", "grouped", "loop")
 
 
 class GroupedWrites:
@@ -107,21 +114,64 @@ class GroupedWrites:
         return grouped
 
 
+class LoopWrites(GroupedWrites):
+    """A store whose writes are awaited on an event loop (a thread of the test's), through the
+    engine's ``FutureBridge``, as a service's are."""
+
+    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(store)
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.raw, name)
+        if name not in WRITE_METHODS:
+            return attr
+
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            from durablectl.bridge import FutureBridge
+
+            return await FutureBridge(self.raw, asyncio.get_running_loop()).call(
+                attr, *args, **kwargs)
+
+        def on_loop(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(write(*args, **kwargs),
+                                                    self.loop).result(timeout=10)
+
+        return on_loop
+
+
 @dataclass
 class StoreEnv:
     backend: Backend
     mode: str
     opened: list[Any] = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop | None = None
+    loop_thread: threading.Thread | None = None
 
     def open(self) -> Any:
         """A store on the test's database, writing through this test's write path."""
+        if self.mode == "loop":
+            raw = (self.backend.open_for_loop or self.backend.open)()
+            self.opened.append(raw)
+            return LoopWrites(raw, self._loop())
         raw = self.backend.open()
         self.opened.append(raw)
         return raw if self.mode == "direct" else GroupedWrites(raw)
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            self.loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self.loop_thread.start()
+        return self.loop
+
     def close_all(self) -> None:
         for raw in self.opened:
             raw.close()
+        if self.loop is not None and self.loop_thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.loop_thread.join(timeout=10)
+            self.loop.close()
         self.backend.drop()
 
 

@@ -3,11 +3,13 @@ migrations, and the grouped writer's batches (the shared contract is test_store_
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from durablectl.bridge import FutureBridge
 from durablectl.errors import IncompatibleDatabase, LeaseLost, StorageError
 from durablectl.model import AuditEntry
 from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION
 from durablectl.store.sqlite import SqliteStore
+from durablectl.store.sqlite_loop import CHECKPOINT_EVERY_COMMITS
 
 T0 = 1_900_000_000.0
 R0 = 1_800_000_000.0
@@ -455,6 +459,109 @@ def test_a_direct_write_waits_for_the_writer_thread(store: SqliteStore) -> None:
     thread.join(timeout=5)
     assert done.is_set() and store.get_execution("ex-direct") is not None
     blocker.result(timeout=5)
+
+
+# commits on the loop (synchronous NORMAL / OFF) ----------------------------------------------
+def writer_threads() -> set[str]:
+    return {t.name for t in threading.enumerate()
+            if t.name in ("durablectl-writer", "durablectl-checkpoint")}
+
+
+async def loop_create(store: SqliteStore, execution_id: str, now: float = T0) -> Any:
+    return await FutureBridge(store, asyncio.get_running_loop()).call(
+        store.create_execution, execution_id=execution_id, workflow_id=WF, input_json=None,
+        max_attempts=3, retry_backoff=2.0, now=now)
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "OFF"])
+def test_at_normal_a_loops_writes_are_committed_on_the_loop(db_path: Path,
+                                                             synchronous: str) -> None:
+    before = writer_threads()
+    with SqliteStore(db_path, synchronous=synchronous) as store:
+        async def main() -> list[Any]:
+            return await asyncio.gather(*(loop_create(store, f"ex-{i}") for i in range(5)))
+
+        assert asyncio.run(main()) == [(f"ex-{i}", True) for i in range(5)]
+        # no writer thread: the batch ran on the loop; a checkpointer took over checkpoints
+        assert writer_threads() - before == {"durablectl-checkpoint"}
+        assert store.pragma("wal_autocheckpoint") == 0
+        assert store.count_executions() == {"pending": 5}
+    with SqliteStore(db_path) as reopened:  # committed, not just visible to the writer
+        assert reopened.count_executions() == {"pending": 5}
+
+
+def test_at_full_a_loops_writes_go_to_the_writer_thread(store: SqliteStore) -> None:
+    async def main() -> Any:
+        return await loop_create(store, "ex-1")
+
+    assert asyncio.run(main()) == ("ex-1", True)
+    assert "durablectl-writer" in writer_threads()
+    assert store.pragma("wal_autocheckpoint") == 1000  # SQLite's own checkpoints, as before
+
+
+def test_a_write_lock_held_elsewhere_never_stalls_the_loop(db_path: Path) -> None:
+    """Another process's transaction (a CLI write, a prune batch) holds the lock: the loop's
+    batch goes to the writer thread, which waits for it, and the loop runs on meanwhile; the
+    loop's later writes queue behind it, in order."""
+    with SqliteStore(db_path, synchronous="NORMAL") as store:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+
+        async def main() -> int:
+            first = asyncio.ensure_future(loop_create(store, "ex-first"))
+            ticks = 0
+            for _ in range(20):  # 0.2 s of the loop running while the lock is held
+                await asyncio.sleep(0.01)
+                ticks += 1
+            second = asyncio.ensure_future(loop_create(store, "ex-second", T0 + 1))
+            await asyncio.sleep(0.05)
+            assert not first.done() and not second.done()
+            holder.execute("ROLLBACK")
+            assert await first == ("ex-first", True)
+            assert await second == ("ex-second", True)
+            return ticks
+
+        try:
+            assert asyncio.run(main()) == 20
+        finally:
+            holder.close()
+        with store.raw_read() as reader:
+            order = [row[0] for row in reader.execute(
+                "SELECT execution_id FROM audit ORDER BY seq").fetchall()]
+        assert order == ["ex-first", "ex-second"]
+
+
+def test_commits_on_the_loop_leave_checkpoints_to_their_thread(db_path: Path) -> None:
+    with SqliteStore(db_path, synchronous="NORMAL") as store:
+        async def main() -> None:
+            for i in range(CHECKPOINT_EVERY_COMMITS + 5):  # one commit each
+                await loop_create(store, f"ex-{i}")
+
+        asyncio.run(main())
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + 5
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints >= 1
+        with store.raw_read() as reader:  # (busy, frames in the WAL, frames checkpointed)
+            busy, frames, done = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and done == frames
+
+
+def test_closing_fails_writes_the_loop_has_not_committed_yet(db_path: Path) -> None:
+    store = SqliteStore(db_path, synchronous="NORMAL")
+
+    async def main() -> None:
+        pending = asyncio.ensure_future(loop_create(store, "ex-1"))
+        await asyncio.sleep(0)  # submitted; its batch runs on the loop's next pass
+        store.close()
+        with pytest.raises(StorageError, match="closed"):
+            await pending
+
+    asyncio.run(main())
+    with SqliteStore(db_path) as reopened:
+        assert reopened.get_execution("ex-1") is None
 
 
 def test_registering_a_worker_survives_a_failing_neighbour_in_its_batch(

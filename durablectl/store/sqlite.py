@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from durablectl.clock import monotonic, to_datetime
 from durablectl.errors import (
@@ -50,8 +51,12 @@ from durablectl.model import (
 from durablectl.store import retention
 from durablectl.store.base import Claim, CommitListener, History, JobSink, NewTimer
 from durablectl.store.migrations import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from durablectl.store.sqlite_loop import AlreadyRunning, Checkpointer, Job, LoopWriter
 from durablectl.store.sqlite_operator import OperatorQueries
 from durablectl.store.sqlite_schedules import ScheduleQueries
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,10 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # makes)
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 _MAX_BATCH = 512  # jobs per grouped commit; bounds how long one batch holds the write lock
+
+
+class _Locked(Exception):
+    """_attempt_batch: the write lock is another connection's, and the batch was not to wait."""
 
 _EXECUTION_COLUMNS = (
     "execution_id, workflow_id, status, status_reason, attempt, max_attempts, input, result,"
@@ -149,6 +158,10 @@ class _GroupWriter:
     def submit(self, call: Callable[[], Any], sink: JobSink) -> None:
         self._queue.put((call, sink))
 
+    def idle(self) -> bool:
+        """Nothing queued (a batch may still be running: the store's write lock tells)."""
+        return self._queue.empty()
+
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -211,6 +224,11 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self._wlock = threading.RLock()
         self._writer: _GroupWriter | None = None
         self._writer_lock = threading.Lock()
+        # at NORMAL and OFF a commit does not wait for the disk: an event loop's writes are
+        # committed on that loop (store/sqlite_loop.py)
+        self.commit_on_loop = synchronous in ("OFF", "NORMAL")
+        self._loop_writers: list[LoopWriter] = []
+        self._checkpointer: Checkpointer | None = None
         self._closed = False
         self._create_private_file()
         self._repair_companion_modes()
@@ -362,8 +380,14 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 return
             self._closed = True
             writer = self._writer
+            loop_writers, self._loop_writers = self._loop_writers, []
+        closed = StorageError(f"the store for {self.path} is closed")
+        for loop_writer in loop_writers:
+            loop_writer.fail_pending(closed)
         if writer is not None:
             writer.stop()  # runs what was submitted before, fails anything after
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         for fd in self._worker_locks.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -405,13 +429,70 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
 
     def submit_to(self, sink: JobSink, method: Callable[..., Any], /, *args: Any,
                   **kwargs: Any) -> None:
-        """As ``submit``, with the outcome handed to ``sink`` instead of a new future."""
+        """As ``submit``, with the outcome handed to ``sink`` instead of a new future. At
+        NORMAL and OFF, a write submitted from an event loop is committed on that loop."""
+        if self.commit_on_loop:
+            # no asyncio imported, no loop running (the CLI never imports it: start-up time)
+            aio = sys.modules.get("asyncio")
+            loop = aio._get_running_loop() if aio is not None else None
+            if loop is not None:
+                self._loop_writer(loop).add(partial(method, *args, **kwargs), sink)
+                return
+        self._thread_writer().submit(partial(method, *args, **kwargs), sink)
+
+    def _thread_writer(self) -> _GroupWriter:
         with self._writer_lock:  # so that close() cannot strand a job in a stopped queue
             if self._closed:
                 raise StorageError(f"the store for {self.path} is closed")
             if self._writer is None:
                 self._writer = _GroupWriter(self)
-            self._writer.submit(partial(method, *args, **kwargs), sink)
+            return self._writer
+
+    def _loop_writer(self, loop: AbstractEventLoop) -> LoopWriter:
+        writers = self._loop_writers
+        if writers and writers[-1].loop is loop:
+            return writers[-1]
+        with self._writer_lock:
+            if self._closed:
+                raise StorageError(f"the store for {self.path} is closed")
+            for writer in self._loop_writers:
+                if writer.loop is loop:
+                    return writer
+            if self._checkpointer is None:
+                # checkpoints fsync at NORMAL: a thread of their own, not the loop's commits
+                with self._wlock:
+                    self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
+                self._checkpointer = Checkpointer(self._connect)
+            writer = LoopWriter(loop, self._commit_on_loop)
+            self._loop_writers = [w for w in self._loop_writers if not w.loop.is_closed()]
+            self._loop_writers.append(writer)
+            return writer
+
+    def _commit_on_loop(self, batch: list[Job]) -> None:
+        """One loop pass's writes, committed here; handed to the writer thread instead when
+        that would mean waiting: for the write lock (another process holds it), or behind
+        writes the thread already has (they were submitted first)."""
+        if self._closed:
+            closed = StorageError(f"the store for {self.path} is closed")
+            for _call, sink in batch:
+                sink.set_exception(closed)
+            return
+        writer = self._writer
+        try:
+            if (writer is None or writer.idle()) and self._run_batch(batch, wait=False):
+                return
+            thread_writer = self._thread_writer()
+        except BaseException as exc:  # as in the writer thread: every job hears of it
+            if not isinstance(exc, StorageError):
+                log.exception("commit on the loop failed")
+            failure = exc if isinstance(exc, StorageError) else \
+                StorageError(f"the grouped writer failed: {exc}")
+            for _call, sink in batch:
+                if not sink.done():
+                    sink.set_exception(failure)
+            return
+        for call, sink in batch:
+            thread_writer.submit(call, AlreadyRunning(sink))
 
     def _write(self, job: Callable[[sqlite3.Connection, _Txn], T]) -> T:
         txn: _Txn | None = getattr(self._local, "txn", None)
@@ -433,20 +514,30 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self._run_batch([(partial(self._write, job), future)])
         return future.result()
 
-    def _run_batch(self, batch: list[tuple[Callable[[], Any], JobSink]]) -> None:
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], JobSink]], *,
+                   wait: bool = True) -> bool:
         """One transaction for the batch; futures resolved after COMMIT, in order, so a later
-        write is never reported durable before an earlier one.
+        write is never reported durable before an earlier one. With ``wait`` False nothing is
+        run (False is returned) when the write lock is taken, by this process or another.
 
         Jobs first run back to back (cheap: no per-job statements). If one raises, the
         transaction is rolled back and the batch runs again with each job in a SAVEPOINT, so
         the failing job rolls back alone. Jobs are functions of their arguments and the
         database, so running one twice is safe."""
-        with self._wlock:
-            outcomes = self._attempt_batch(batch, isolated=False)
+        if not self._wlock.acquire(blocking=wait):
+            return False
+        try:
+            outcomes = self._attempt_batch(batch, isolated=False, wait=wait)
             if outcomes is None:
-                outcomes = self._attempt_batch(batch, isolated=True)
+                outcomes = self._attempt_batch(batch, isolated=True, wait=wait)
+        except _Locked:
+            return False
+        finally:
+            self._wlock.release()
         if outcomes is None:  # pragma: no cover - the isolated pass always decides
-            return
+            return True
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         announced: list[AuditEntry] = []
         for (_call, future), (ok, value, entries) in zip(batch, outcomes, strict=True):
             if ok:
@@ -460,18 +551,36 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                     listener(announced)
                 except Exception:  # a listener never breaks a write
                     log.exception("commit listener failed")
+        return True
+
+    def _begin(self, *, wait: bool) -> None:
+        conn = self._wconn
+        if wait:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
 
     def _attempt_batch(
-        self, batch: list[tuple[Callable[[], Any], JobSink]], *, isolated: bool
+        self, batch: list[tuple[Callable[[], Any], JobSink]], *, isolated: bool,
+        wait: bool = True,
     ) -> list[tuple[bool, Any, list[AuditEntry]]] | None:
         """Run the batch in one transaction. Returns the outcomes once committed (a failed
-        BEGIN or COMMIT fails every job); None when a job failed in the non-isolated pass."""
+        BEGIN or COMMIT fails every job); None when a job failed in the non-isolated pass.
+        Raises ``_Locked`` when ``wait`` is False and the write lock is another connection's
+        (nothing was run)."""
         conn = self._wconn
         outcomes: list[tuple[bool, Any, list[AuditEntry]]] = []
         single = len(batch) == 1
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(wait=wait)
         except sqlite3.Error as exc:
+            if not wait and isinstance(exc, sqlite3.OperationalError) and \
+                    ("locked" in str(exc) or "busy" in str(exc)):
+                raise _Locked() from exc
             error = self._storage_error(exc)
             return [(False, error, []) for _ in batch]
         try:
