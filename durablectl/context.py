@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durablectl import codec
@@ -134,10 +136,18 @@ class RunEnv:
         return self.bridge().call(method, *args, **kwargs)
 
 
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction``, answered from the code flags for a plain function
+    without attributes (a step's lambda: most calls), which is what inspect ends up reading."""
+    if type(fn) is FunctionType and not fn.__dict__:
+        return bool(fn.__code__.co_flags & CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn)
+
+
 async def call_user(fn: Callable[..., Any], env: RunEnv, *args: Any) -> Any:
     """Run user code: async callables on the loop, sync ones in a thread (so they never block
     the loop); a sync callable that returns an awaitable has it awaited."""
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         return await fn(*args)
     threads = env.executor
     if isinstance(threads, StepThreads):

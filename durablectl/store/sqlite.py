@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durablectl.clock import monotonic, to_datetime
+from durablectl.codec import compact_encoder
 from durablectl.errors import (
     DurableError,
     ExecutionCancelled,
@@ -63,9 +64,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-# audit data as stored: compact JSON (one encoder, not one per row as json.dumps(..., separators=)
-# makes)
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+# audit data as stored: compact JSON, ASCII (an encoder made once, not one per row)
+_compact_json = compact_encoder(ensure_ascii=True, allow_nan=True)
 _MAX_BATCH = 512  # jobs per grouped commit; bounds how long one batch holds the write lock
 
 
