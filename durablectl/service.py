@@ -97,7 +97,8 @@ class DurableService:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
-        self._remove_listener = self.store.add_commit_listener(self._on_commit)
+        self._remove_listener = self.store.add_commit_listener(
+            self._on_commit, wanted=self._wants_commits)
         self.store.register_worker(worker_id=self.worker_id, pid=os.getpid(),
                                    hostname=socket.gethostname(), real_now=real_time())
         self.store.record_workflows(
@@ -370,6 +371,10 @@ class DurableService:
                     task.add_done_callback(self._handler_tasks.discard)
             except Exception:
                 log.exception("subscriber to %s raised; ignored", key)
+
+    def _wants_commits(self) -> bool:
+        """Entries matter to subscribers and to waiters only (asked after each commit)."""
+        return bool(self._handlers or self._waiters)
 
     def _on_commit(self, entries: list[AuditEntry]) -> None:
         """Called by the store after each commit (from its writer thread). Wakes the loop only

@@ -1453,6 +1453,22 @@ def test_commit_listeners_hear_of_entries_even_with_audit_off(store: Any) -> Non
         ("execution_status_changed", execution_id, "pending")]
 
 
+def test_a_listener_that_does_not_want_entries_hears_none_until_it_does(store: Any) -> None:
+    heard: list[AuditEntry] = []
+    wanted = {"now": False}
+    store.add_commit_listener(heard.extend, wanted=lambda: wanted["now"])
+    always: list[AuditEntry] = []
+    store.add_commit_listener(always.extend)
+    first = start(store)
+    eventually(lambda: always)
+    assert heard == []
+    wanted["now"] = True
+    second = start(store)
+    eventually(lambda: heard)
+    assert [(e.execution_id, e.data["to"]) for e in heard] == [(second, "pending")]
+    assert [e.execution_id for e in always] == [first, second]
+
+
 def test_a_failing_listener_does_not_break_the_write(store: Any) -> None:
     heard: list[AuditEntry] = []
 

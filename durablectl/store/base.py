@@ -114,7 +114,12 @@ class Store(Protocol):
     def submit_to(self, sink: JobSink, method: Callable[..., Any], /, *args: Any,
                   **kwargs: Any) -> None: ...
 
-    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]: ...
+    def add_commit_listener(self, listener: CommitListener, *,
+                            wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """``listener`` hears the audit entries of every commit (from the committing thread);
+        ``wanted``, asked after each commit, lets a listener with nothing to do spare the store
+        making the entries."""
+        ...
 
     def data_version(self) -> int: ...
 

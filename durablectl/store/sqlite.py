@@ -138,7 +138,9 @@ class _Txn:
     """What one transaction has produced so far: audit entries to announce after commit."""
 
     def __init__(self) -> None:
-        self.entries: list[AuditEntry] = []
+        # (seq, at, kind, execution_id, attempt, data): AuditEntry objects are made after the
+        # commit, and only when a listener wants them
+        self.entries: list[tuple[int, float, str, str | None, int, dict[str, Any]]] = []
         # (at, kind, execution_id, attempt, data, persist): written in one executemany at the
         # end of the job, which matters for jobs that touch a hundred executions
         self.pending: list[tuple[float, str, str | None, int, dict[str, Any], bool]] = []
@@ -217,7 +219,8 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._lock_dir = Path(self.path + ".workers")
         self._worker_locks: dict[str, int] = {}
-        self._listeners: list[CommitListener] = []
+        # (listener, wanted): wanted() False skips making the entries for it (None: always)
+        self._listeners: list[tuple[CommitListener, Callable[[], bool] | None]] = []
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_conns_lock = threading.Lock()
@@ -412,12 +415,14 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             return self._wconn.execute(f"PRAGMA {name}").fetchone()[0]
 
     # transactions ----------------------------------------------------------------------------
-    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
-        self._listeners.append(listener)
+    def add_commit_listener(self, listener: CommitListener, *,
+                            wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
+        item = (listener, wanted)
+        self._listeners.append(item)
 
         def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            if item in self._listeners:
+                self._listeners.remove(item)
 
         return remove
 
@@ -538,20 +543,36 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             return True
         if self._checkpointer is not None:
             self._checkpointer.committed()
-        announced: list[AuditEntry] = []
-        for (_call, future), (ok, value, entries) in zip(batch, outcomes, strict=True):
+        for (_call, future), (ok, value, _entries) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
-                announced.extend(entries)
             else:
                 future.set_exception(value)
-        if announced:
-            for listener in list(self._listeners):
-                try:
-                    listener(announced)
-                except Exception:  # a listener never breaks a write
-                    log.exception("commit listener failed")
+        if self._listeners:
+            self._announce([entry for ok, _v, entries in outcomes if ok for entry in entries])
         return True
+
+    def _announce(self, entries: list[tuple[int, float, str, str | None, int,
+                                            dict[str, Any]]]) -> None:
+        """Hand the committed audit entries to the listeners that want them now (asked after
+        the commit: one that starts wanting them later reads the committed state itself)."""
+        listeners = [listener for listener, wanted in list(self._listeners)
+                     if wanted is None or wanted()]
+        if not entries or not listeners:
+            return
+        stamps: dict[float, Any] = {}
+        announced: list[AuditEntry] = []
+        for seq, at, kind, execution_id, attempt, data in entries:
+            stamp = stamps.get(at)
+            if stamp is None:
+                stamp = stamps[at] = to_datetime(at)
+            announced.append(AuditEntry(seq=seq, at=stamp, kind=kind,  # type: ignore[arg-type]
+                                        execution_id=execution_id, attempt=attempt, data=data))
+        for listener in listeners:
+            try:
+                listener(announced)
+            except Exception:  # a listener never breaks a write
+                log.exception("commit listener failed")
 
     def _begin(self, *, wait: bool) -> None:
         conn = self._wconn
@@ -567,13 +588,13 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
     def _attempt_batch(
         self, batch: list[tuple[Callable[[], Any], JobSink]], *, isolated: bool,
         wait: bool = True,
-    ) -> list[tuple[bool, Any, list[AuditEntry]]] | None:
+    ) -> list[tuple[bool, Any, list[Any]]] | None:
         """Run the batch in one transaction. Returns the outcomes once committed (a failed
         BEGIN or COMMIT fails every job); None when a job failed in the non-isolated pass.
         Raises ``_Locked`` when ``wait`` is False and the write lock is another connection's
         (nothing was run)."""
         conn = self._wconn
-        outcomes: list[tuple[bool, Any, list[AuditEntry]]] = []
+        outcomes: list[tuple[bool, Any, list[Any]]] = []
         single = len(batch) == 1
         try:
             self._begin(wait=wait)
@@ -686,19 +707,13 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                     " VALUES (?,?,?,?,?)", rows)
                 last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             next_seq = last - len(rows) + 1
-        stamps: dict[float, Any] = {}
         for txn in txns:
             pending, txn.pending = txn.pending, []
             for at, kind, eid, attempt, data, persist in pending:
                 seq = 0
                 if persist:
                     seq, next_seq = next_seq, next_seq + 1
-                stamp = stamps.get(at)
-                if stamp is None:
-                    stamp = stamps[at] = to_datetime(at)
-                txn.entries.append(AuditEntry(seq=seq, at=stamp,  # type: ignore[arg-type]
-                                              kind=kind, execution_id=eid,
-                                              attempt=attempt, data=data))
+                txn.entries.append((seq, at, kind, eid, attempt, data))
 
     def _status_change(self, conn: sqlite3.Connection, txn: _Txn, *, execution_id: str,
                        attempt: int, old: str | None, new: str, reason: str | None, now: float,
