@@ -238,6 +238,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         # configured only once the file is known to be ours: journal_mode = WAL rewrites the
         # header of whatever file it is given
         self._wconn = self._connect(configure=False)
+        self._wconn_busy_ms = self.busy_timeout_ms  # the write connection's, now
         try:
             self._prepare_schema()
         except BaseException:
@@ -464,9 +465,12 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 if writer.loop is loop:
                     return writer
             if self._checkpointer is None:
-                # checkpoints fsync at NORMAL: a thread of their own, not the loop's commits
+                # checkpoints fsync at NORMAL: a thread of their own, not the loop's commits;
+                # and the loop's batches never wait for the lock (they go to the writer thread)
                 with self._wlock:
                     self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
+                    self._wconn.execute("PRAGMA busy_timeout = 0")
+                    self._wconn_busy_ms = 0
                 self._checkpointer = Checkpointer(self._connect)
             writer = LoopWriter(loop, self._commit_on_loop)
             self._loop_writers = [w for w in self._loop_writers if not w.loop.is_closed()]
@@ -575,15 +579,19 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 log.exception("commit listener failed")
 
     def _begin(self, *, wait: bool) -> None:
+        """BEGIN IMMEDIATE, waiting for the write lock up to busy_timeout or not at all. The
+        connection keeps the busy time-out its usual caller wants (none once an event loop
+        commits on it: a batch per loop pass) and changes it around the other kind of BEGIN."""
         conn = self._wconn
-        if wait:
+        wanted = self.busy_timeout_ms if wait else 0
+        if wanted == self._wconn_busy_ms:
             conn.execute("BEGIN IMMEDIATE")
             return
-        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute(f"PRAGMA busy_timeout = {wanted}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            conn.execute(f"PRAGMA busy_timeout = {self._wconn_busy_ms}")
 
     def _attempt_batch(
         self, batch: list[tuple[Callable[[], Any], JobSink]], *, isolated: bool,
