@@ -531,6 +531,23 @@ def test_a_write_lock_held_elsewhere_never_stalls_the_loop(db_path: Path) -> Non
         assert order == ["ex-first", "ex-second"]
 
 
+def test_blocking_writes_on_a_committing_loop_go_to_the_writer_thread(db_path: Path) -> None:
+    """A plain write call (or ``submit(...).result()``) made on the loop blocks the loop until
+    it is committed: it must never wait for the loop's own next batch."""
+    with SqliteStore(db_path, synchronous="NORMAL") as store:
+        async def main() -> None:
+            assert await loop_create(store, "ex-loop") == ("ex-loop", True)
+            submitted = store.submit(store.create_execution, execution_id="ex-submitted",
+                                     workflow_id=WF, input_json=None, max_attempts=3,
+                                     retry_backoff=2.0, now=T0)
+            assert submitted.result(timeout=5) == ("ex-submitted", True)
+            create(store, "ex-direct")  # the writer thread exists now: a direct write uses it
+            assert await loop_create(store, "ex-after") == ("ex-after", True)
+
+        asyncio.run(main())
+        assert store.count_executions() == {"pending": 4}
+
+
 def test_commits_on_the_loop_leave_checkpoints_to_their_thread(db_path: Path) -> None:
     with SqliteStore(db_path, synchronous="NORMAL") as store:
         async def main() -> None:

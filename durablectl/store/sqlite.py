@@ -428,15 +428,17 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         return remove
 
     def submit(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Run a write method of this store in the next grouped commit."""
+        """Run a write method of this store in the next grouped commit of the writer thread
+        (whatever the level: its caller may block on the future, even on an event loop)."""
         future: Future[T] = Future()
-        self.submit_to(future, method, *args, **kwargs)
+        self._thread_writer().submit(partial(method, *args, **kwargs), future)
         return future
 
     def submit_to(self, sink: JobSink, method: Callable[..., Any], /, *args: Any,
                   **kwargs: Any) -> None:
         """As ``submit``, with the outcome handed to ``sink`` instead of a new future. At
-        NORMAL and OFF, a write submitted from an event loop is committed on that loop."""
+        NORMAL and OFF, a write submitted from an event loop is committed on that loop, and
+        ``sink`` is settled there: the loop must not block waiting for it."""
         if self.commit_on_loop:
             # no asyncio imported, no loop running (the CLI never imports it: start-up time)
             aio = sys.modules.get("asyncio")
