@@ -444,6 +444,66 @@ def test_grouped_writes_commit_in_submission_order(store: SqliteStore) -> None:
     assert seqs == [f"ex-{i}" for i in range(20)]
 
 
+def test_a_batch_records_many_executions_steps_together_as_each_alone(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's steps of distinct executions are recorded with one UPDATE and one
+    executemany; the outcome is the same as one job after the other: each its seq, its row,
+    its audit entry in job order, a lost lease refused alone, two steps of one execution in
+    order."""
+    ids = [f"ex-{i}" for i in range(6)]
+    for i, execution_id in enumerate(ids):
+        create(store, execution_id)
+        assert store.claim_execution(execution_id, worker_id="w2" if i == 5 else "w1",
+                                     workflow_ids=[WF], now=T0, real_now=R0,
+                                     lease_until=R0 + 30) is not None
+    grouped: list[int] = []
+    together = store._record_steps_together
+
+    def spy(conn: sqlite3.Connection, batch: list[Any]) -> Any:
+        done = together(conn, batch)
+        grouped.append(len(done))
+        return done
+
+    monkeypatch.setattr(store, "_record_steps_together", spy)
+
+    def record(execution_id: str, step_id: str, value: int) -> Future[int]:
+        return store.submit(store.record_step, execution_id=execution_id, worker_id="w1",
+                            step_id=step_id, kind="step", result_json=str(value), error=None,
+                            attempt=1, started_at=T0, completed_at=T0 + 1, now=T0 + 1,
+                            audit_entries=[("note", {"message": f"{execution_id}/{step_id}"})])
+
+    gate, blocker = hold_writer(store)
+    futures = [record(execution_id, "a", i) for i, execution_id in enumerate(ids[:5])]
+    second = record("ex-0", "b", 10)  # a second step of ex-0 in the same batch
+    gate.set()
+    blocker.result(timeout=5)
+    assert [f.result(timeout=5) for f in futures] == [1, 1, 1, 1, 1]
+    assert second.result(timeout=5) == 2
+    assert grouped == [4]  # ex-1..ex-4; ex-0's two steps ran alone, in order
+    # a step whose lease is another worker's fails alone (the batch runs again job by job)
+    gate, blocker = hold_writer(store)
+    again = [record(execution_id, "c", 20 + i) for i, execution_id in enumerate(ids[1:], 1)]
+    gate.set()
+    blocker.result(timeout=5)
+    assert [f.result(timeout=5) for f in again[:4]] == [2, 2, 2, 2]
+    with pytest.raises(LeaseLost):
+        again[4].result(timeout=5)
+    assert grouped == [4, 4]
+    with store.raw_read() as reader:
+        steps = reader.execute("SELECT execution_id, step_id, seq, result FROM steps"
+                               " ORDER BY execution_id, seq").fetchall()
+        notes = [row[0] for row in reader.execute(
+            "SELECT json_extract(data, '$.message') FROM audit WHERE kind = 'note'"
+            " ORDER BY seq").fetchall()]
+    assert steps == [("ex-0", "a", 1, "0"), ("ex-0", "b", 2, "10"),
+                     ("ex-1", "a", 1, "1"), ("ex-1", "c", 2, "21"),
+                     ("ex-2", "a", 1, "2"), ("ex-2", "c", 2, "22"),
+                     ("ex-3", "a", 1, "3"), ("ex-3", "c", 2, "23"),
+                     ("ex-4", "a", 1, "4"), ("ex-4", "c", 2, "24")]
+    assert notes == ["ex-0/a", "ex-1/a", "ex-2/a", "ex-3/a", "ex-4/a", "ex-0/b",
+                     "ex-1/c", "ex-2/c", "ex-3/c", "ex-4/c"]
+
+
 def test_a_direct_write_waits_for_the_writer_thread(store: SqliteStore) -> None:
     gate, blocker = hold_writer(store)
     done = threading.Event()

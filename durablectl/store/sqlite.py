@@ -83,6 +83,13 @@ _CLAIM_COLUMNS = _EXECUTION_COLUMNS + (
     " AND t.state = 'pending' AND t.kind IN ('sleep', 'signal'))"
 )
 _STEP_COLUMNS = "step_id, kind, result, error, started_at, completed_at, attempt, seq"
+_STEP_UPSERT = (
+    "INSERT INTO steps (execution_id, step_id, kind, seq, result, error, attempt, started_at,"
+    " completed_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (execution_id, step_id) DO UPDATE"
+    " SET kind = excluded.kind, seq = excluded.seq, result = excluded.result,"
+    " error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,"
+    " completed_at = excluded.completed_at"
+)
 # the distinct workflow ids of all executions, one index seek each (not one row per execution)
 _WORKFLOW_IDS_IN_USE = (
     "WITH RECURSIVE ids(id) AS (SELECT min(workflow_id) FROM executions UNION ALL"
@@ -615,8 +622,23 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             error = self._storage_error(exc)
             return [(False, error, []) for _ in batch]
         try:
+            together: dict[int, tuple[int, _Txn]] = {}
+            if not isolated and not single:
+                try:
+                    together = self._record_steps_together(conn, batch)
+                except sqlite3.Error:
+                    if not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK")
+                    return None  # the isolated pass records each step alone
             done: list[_Txn] = []  # jobs whose audit rows are still to be written
-            for call, _sink in batch:
+            for index, (call, _sink) in enumerate(batch):
+                recorded = together.get(index)
+                if recorded is not None:
+                    seq, txn = recorded
+                    done.append(txn)
+                    outcomes.append((True, seq, txn.entries))
+                    continue
                 txn = _Txn()
                 self._local.txn = txn
                 if isolated:
@@ -663,6 +685,56 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             failure = self._wrap(exc)
             return [(False, failure, []) for _ in batch]
         return outcomes
+
+    def _record_steps_together(self, conn: sqlite3.Connection,
+                               batch: list[tuple[Callable[[], Any], JobSink]],
+                               ) -> dict[int, tuple[int, _Txn]]:
+        """The batch's ``record_step`` jobs of distinct executions (two or more) as one UPDATE
+        of their step counters and one ``executemany`` of their rows, not two statements each
+        (a loop batch holds a dozen: each statement is a ``sqlite3`` call, and each call hands
+        the GIL to whatever thread waits for it). A job whose lease check fails here is left
+        to run alone, raising its own error; two steps of one execution run alone too, in
+        order. Returns batch index -> (seq, the job's transaction record)."""
+        picked: dict[str, tuple[int, dict[str, Any]]] = {}
+        twice: set[str] = set()
+        for index, (call, _sink) in enumerate(batch):
+            if type(call) is partial and not call.args and call.func == self.record_step:
+                execution_id = call.keywords["execution_id"]
+                if execution_id in picked:
+                    twice.add(execution_id)
+                else:
+                    picked[execution_id] = (index, call.keywords)
+        for execution_id in twice:
+            del picked[execution_id]
+        if len(picked) < 2:
+            return {}
+        keys: list[Any] = []
+        for execution_id, (_index, kw) in picked.items():
+            keys += (execution_id, kw["worker_id"], kw["now"])
+        seqs = dict(conn.execute(
+            "WITH v(id, worker, now) AS (VALUES " + ",".join(["(?,?,?)"] * len(picked)) + ")"
+            " UPDATE executions SET step_seq = step_seq + 1, updated_at = v.now FROM v"
+            " WHERE executions.execution_id = v.id AND executions.lease_owner = v.worker"
+            " AND executions.status = 'running'"
+            " RETURNING executions.execution_id, executions.step_seq", keys).fetchall())
+        rows: list[tuple[Any, ...]] = []
+        recorded: dict[int, tuple[int, _Txn]] = {}
+        for execution_id, (index, kw) in picked.items():
+            seq = seqs.get(execution_id)
+            if seq is None:
+                continue  # not ours (any more): the job runs alone and says why
+            rows.append((execution_id, kw["step_id"], kw["kind"], seq, kw["result_json"],
+                         _error_json(kw["error"]), kw["attempt"], kw["started_at"],
+                         kw["completed_at"]))
+            txn = _Txn()
+            for audit_kind, data in kw.get("audit_entries", ()):
+                self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
+                                attempt=kw["attempt"], data=data, now=kw["now"],
+                                audit=kw.get("audit", True))
+            recorded[index] = (int(seq), txn)
+        if rows:
+            conn.executemany(_STEP_UPSERT, rows)
+        return recorded
 
     def _wrap(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.Error):
@@ -1054,16 +1126,8 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
     ) -> int:
         def job(conn: sqlite3.Connection, txn: _Txn) -> int:
             seq = self._check_lease(conn, execution_id, worker_id, now)
-            conn.execute(
-                "INSERT INTO steps (execution_id, step_id, kind, seq, result, error, attempt,"
-                " started_at, completed_at) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (execution_id, step_id) DO UPDATE SET kind = excluded.kind,"
-                " seq = excluded.seq, result = excluded.result, error = excluded.error,"
-                " attempt = excluded.attempt, started_at = excluded.started_at,"
-                " completed_at = excluded.completed_at",
-                (execution_id, step_id, kind, seq, result_json, _error_json(error), attempt,
-                 started_at, completed_at),
-            )
+            conn.execute(_STEP_UPSERT, (execution_id, step_id, kind, seq, result_json,
+                                        _error_json(error), attempt, started_at, completed_at))
             for audit_kind, data in audit_entries:
                 self._add_audit(conn, txn, kind=audit_kind, execution_id=execution_id,
                                 attempt=attempt, data=data, now=now, audit=audit)
