@@ -435,6 +435,9 @@ def run_prune(folder: Path, synchronous: str, sizes: Sizes) -> Result:
             f"SELECT count(*) FROM executions WHERE status IN ({marks}) AND updated_at < ?",
             (*FINISHED_STATUSES, cut)).fetchone()[0]
     before = _size_facts(db)
+    # the ~800 MB just generated reach the disk first: the prune's figures are the prune's,
+    # not the write-back of the generation competing with the live worker's fsyncs
+    os.sync()
     report = asyncio.run(_prune_live(db, synchronous, cut, sizes, result))
     if not report:
         return result
