@@ -626,6 +626,21 @@ def test_commits_on_the_loop_leave_checkpoints_to_their_thread(db_path: Path) ->
         assert busy == 0 and done == frames
 
 
+def test_a_write_given_up_before_the_loops_batch_ran_is_not_run(db_path: Path) -> None:
+    with SqliteStore(db_path, synchronous="NORMAL") as store:
+        async def main() -> None:
+            abandoned = asyncio.ensure_future(loop_create(store, "ex-abandoned"))
+            kept = asyncio.ensure_future(loop_create(store, "ex-kept"))
+            await asyncio.sleep(0)  # both submitted; their batch runs a pass or two later
+            abandoned.cancel()
+            assert await kept == ("ex-kept", True)
+            assert abandoned.cancelled()
+
+        asyncio.run(main())
+        assert store.get_execution("ex-kept") is not None
+        assert store.get_execution("ex-abandoned") is None
+
+
 def test_closing_fails_writes_the_loop_has_not_committed_yet(db_path: Path) -> None:
     store = SqliteStore(db_path, synchronous="NORMAL")
 
