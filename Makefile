@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test bench torture clean man demo
+.PHONY: install lint test test-normal bench torture clean man demo
 
 $(BIN)/durablectl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,12 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# the whole suite with every store at synchronous NORMAL (commits on the event loop); ~3 min.
+# `python -m` puts the project on the path for the plugin, and make runs it without a shell
+# (a `sh` parent makes typer's completion test detect sh instead of bash)
+test-normal: install
+	$(BIN)/python -m pytest -p tests.normal_level
 
 # a daemon on a throwaway database serving workflows_example/, one workflow run end to end;
 # leaves the daemon running and prints the commands to try next (daemon stop among them)

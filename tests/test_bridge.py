@@ -44,6 +44,7 @@ def test_writes_awaited_on_the_loop_get_their_results_and_errors(store: SqliteSt
     assert len(store.list_executions(limit=100)) == 50
 
 
+@pytest.mark.full_level
 def test_a_write_given_up_before_the_writer_took_it_is_not_run(store: SqliteStore) -> None:
     started, gate = threading.Event(), threading.Event()
 

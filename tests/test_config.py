@@ -426,6 +426,7 @@ def test_service_options_follow_the_file(dirs: Dirs) -> None:
     assert (options["audit"], options["concurrency"], options["max_catch_up"]) == (False, 3, 9)
 
 
+@pytest.mark.full_level
 def test_store_options_are_store_keywords_with_the_same_defaults(dirs: Dirs) -> None:
     from durablectl.store.sqlite import SqliteStore
 

@@ -62,6 +62,7 @@ def umask_022() -> Iterator[None]:
 
 
 # a fresh file ----------------------------------------------------------------------------------
+@pytest.mark.full_level
 def test_a_fresh_file_is_marked_and_configured(db_path: Path) -> None:
     with SqliteStore(db_path) as store:
         assert store.pragma("application_id") == APPLICATION_ID
@@ -550,6 +551,7 @@ def test_at_normal_a_loops_writes_are_committed_on_the_loop(db_path: Path,
         assert reopened.count_executions() == {"pending": 5}
 
 
+@pytest.mark.full_level
 def test_at_full_a_loops_writes_go_to_the_writer_thread(store: SqliteStore) -> None:
     async def main() -> Any:
         return await loop_create(store, "ex-1")
