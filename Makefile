@@ -21,8 +21,7 @@ test: lint
 	$(BIN)/pytest
 
 # the whole suite with every store at synchronous NORMAL (commits on the event loop); ~3 min.
-# `python -m` puts the project on the path for the plugin, and make runs it without a shell
-# (a `sh` parent makes typer's completion test detect sh instead of bash)
+# `python -m` puts the project on the path for the plugin
 test-normal: install
 	$(BIN)/python -m pytest -p tests.normal_level
 

@@ -891,9 +891,13 @@ def test_python_m_durablectl_and_completion_install(tmp_path: Path) -> None:
     done = run([sys.executable, "-m", "durablectl", "status", execution_id, "--db", str(db),
                 "--json"], env, tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout)["status"] == "pending"
-    shown = run([str(DURABLECTL), "--show-completion", "bash"], env, tmp_path)
+    # typer finds the shell from the process tree (shellingham), not from the argument: run the
+    # commands under bash (which stays their parent: "; exit $?" keeps it from exec-ing them),
+    # so that a test run started from another shell (make's sh) passes too
+    shown = run(["bash", "-c", f"'{DURABLECTL}' --show-completion bash; exit $?"], env, tmp_path)
     assert shown.returncode == 0 and "_DURABLECTL_COMPLETE" in shown.stdout
-    installed = run([str(DURABLECTL), "--install-completion", "bash"], env, tmp_path)
+    installed = run(["bash", "-c", f"'{DURABLECTL}' --install-completion bash; exit $?"], env,
+                    tmp_path)
     assert installed.returncode == 0, installed.stderr
     assert (tmp_path / "home" / ".bash_completions" / "durablectl.sh").exists()
     completed = run([str(DURABLECTL)], {**env, "_DURABLECTL_COMPLETE": "complete_bash",
