@@ -7,9 +7,9 @@ call, so each write waits for the loop's Python work and the loop for the writer
 with a daemon fed by a client: 2,200 executions/s with the writer thread, 3,000 with the loop
 committing its own batches (README, "Commits on the loop").
 
-So a store at NORMAL or OFF commits the writes an event loop submits on that loop, one batch per
-pass of the loop (every write submitted before the batch runs shares its commit). Two things
-must never stall the loop, and go elsewhere:
+So a store at NORMAL or OFF commits the writes an event loop submits on that loop: a batch runs
+one loop pass after its first write, and every write submitted before it runs shares its commit.
+Two things must never stall the loop, and go elsewhere:
 
 - the write lock held by another process (a CLI command, a prune): the batch is tried without
   waiting for the lock, and when it is taken it goes to the writer thread, which waits;
