@@ -181,7 +181,7 @@ class _GroupWriter:
             except queue.Empty:
                 return
             if item is not None and item[1].set_running_or_notify_cancel():
-                item[1].set_exception(StorageError(f"the store for {self._store.path} is closed"))
+                item[1].set_exception(self._store._closed_error())
 
     def _loop(self) -> None:
         stopping = False
@@ -323,7 +323,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
         if conn is None:
             if self._closed:
-                raise StorageError(f"the store for {self.path} is closed")
+                raise self._closed_error()
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
             self._local.reader = conn
@@ -392,7 +392,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             self._closed = True
             writer = self._writer
             loop_writers, self._loop_writers = self._loop_writers, []
-        closed = StorageError(f"the store for {self.path} is closed")
+        closed = self._closed_error()
         for loop_writer in loop_writers:
             loop_writer.fail_pending(closed)
         if writer is not None:
@@ -455,10 +455,14 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
                 return
         self._thread_writer().submit(partial(method, *args, **kwargs), sink)
 
+    def _closed_error(self) -> StorageError:
+        """What a write to a closed store fails with, wherever it is refused."""
+        return StorageError(f"the store for {self.path} is closed")
+
     def _thread_writer(self) -> _GroupWriter:
         with self._writer_lock:  # so that close() cannot strand a job in a stopped queue
             if self._closed:
-                raise StorageError(f"the store for {self.path} is closed")
+                raise self._closed_error()
             if self._writer is None:
                 self._writer = _GroupWriter(self)
             return self._writer
@@ -469,7 +473,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
             return writers[-1]
         with self._writer_lock:
             if self._closed:
-                raise StorageError(f"the store for {self.path} is closed")
+                raise self._closed_error()
             for writer in self._loop_writers:
                 if writer.loop is loop:
                     return writer
@@ -491,7 +495,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         that would mean waiting: for the write lock (another process holds it), or behind
         writes the thread already has (they were submitted first)."""
         if self._closed:
-            closed = StorageError(f"the store for {self.path} is closed")
+            closed = self._closed_error()
             for _call, sink in batch:
                 sink.set_exception(closed)
             return
@@ -517,7 +521,7 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         if txn is not None:  # already inside a transaction (a grouped batch)
             return job(self._wconn, txn)
         if self._closed:
-            raise StorageError(f"the store for {self.path} is closed")
+            raise self._closed_error()
         writer = self._writer
         if writer is not None and threading.current_thread() is not writer._thread:
             future: Future[T] = self.submit(self._write, job)
@@ -697,8 +701,9 @@ class SqliteStore(ScheduleQueries, OperatorQueries):
         order. Returns batch index -> (seq, the job's transaction record)."""
         picked: dict[str, tuple[int, dict[str, Any]]] = {}
         twice: set[str] = set()
+        record_step = self.record_step  # one bound method, not one per job
         for index, (call, _sink) in enumerate(batch):
-            if type(call) is partial and not call.args and call.func == self.record_step:
+            if type(call) is partial and not call.args and call.func == record_step:
                 execution_id = call.keywords["execution_id"]
                 if execution_id in picked:
                     twice.add(execution_id)
